@@ -1,0 +1,141 @@
+"""Frozen configuration objects.
+
+Keyword arguments of :class:`topgun.TopGunClient` map onto these, so a misspelt option is a
+``TypeError`` and a bad value a :class:`~topgun.errors.ConfigurationError`. Make variants
+with ``dataclasses.replace``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence, Tuple, Union
+from urllib.parse import urlsplit
+
+from .errors import ConfigurationError
+
+__all__ = ["RetryPolicy", "ReconnectPolicy", "ClusterConfig", "ClientConfig", "check_url",
+           "WRITE_CONCERNS"]
+
+WRITE_CONCERNS = ("FIRE_AND_FORGET", "MEMORY", "APPLIED", "REPLICATED", "PERSISTED")
+
+TokenSource = Union[None, str, Callable[[], Optional[str]]]
+
+
+def check_url(url: object, what: str = "url") -> str:
+    """Validate a ws:// or wss:// URL and return it unchanged."""
+    if not isinstance(url, str) or not url:
+        raise ConfigurationError(f"{what} must be a non-empty ws:// URL, got {url!r}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ConfigurationError(f"{what} must look like ws://host:port[/ws], got {url!r}")
+    try:
+        parts.port
+    except ValueError:
+        raise ConfigurationError(f"{what} has a bad port: {url!r}") from None
+    return url
+
+
+def _positive(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ConfigurationError(f"{name} must be a positive number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How failover retries one operation."""
+
+    max_attempts: int = 50
+    backoff_s: float = 0.02
+    max_backoff_s: float = 0.5
+    deadline_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            raise ConfigurationError(f"max_attempts must be >= 1, got {self.max_attempts!r}")
+        for name in ("backoff_s", "max_backoff_s", "deadline_s"):
+            _positive(name, getattr(self, name))
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """Jittered exponential back-off between reconnect attempts; never gives up."""
+
+    initial_s: float = 0.05
+    max_s: float = 2.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        _positive("initial_s", self.initial_s)
+        _positive("max_s", self.max_s)
+        if self.multiplier < 1.0:
+            raise ConfigurationError(f"multiplier must be >= 1, got {self.multiplier!r}")
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ConfigurationError(f"jitter must be within 0..1, got {self.jitter!r}")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Cluster mode: where to start and how to route."""
+
+    seeds: Sequence[str] = ()
+    connections_per_node: int = 2
+    smart_routing: bool = True
+    partition_map_refresh_interval: float = 30.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        seeds = self.seeds
+        if isinstance(seeds, str):
+            seeds = [seeds]
+        seeds = tuple(seeds)
+        if not seeds:
+            raise ConfigurationError("ClusterConfig needs at least one seed URL")
+        for s in seeds:
+            check_url(s, "seed")
+        object.__setattr__(self, "seeds", seeds)
+        if (not isinstance(self.connections_per_node, int) or isinstance(self.connections_per_node, bool)
+                or self.connections_per_node < 1):
+            raise ConfigurationError(
+                f"connections_per_node must be a positive int, got {self.connections_per_node!r}")
+        _positive("partition_map_refresh_interval", self.partition_map_refresh_interval)
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Everything a TopGunClient needs, in either mode."""
+
+    url: Optional[str] = None
+    cluster: Optional[ClusterConfig] = None
+    token: TokenSource = None
+    request_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    write_concern: str = "APPLIED"
+    batch_size: int = 500
+    max_in_flight: int = 2000
+    auth_wait: float = 0.5
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    node_id: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if (self.url is None) == (self.cluster is None):
+            raise ConfigurationError("give exactly one of url= or cluster=")
+        if self.url is not None:
+            check_url(self.url)
+        if self.cluster is not None and not isinstance(self.cluster, ClusterConfig):
+            raise ConfigurationError("cluster= must be a topgun.ClusterConfig")
+        _positive("request_timeout", self.request_timeout)
+        _positive("connect_timeout", self.connect_timeout)
+        _positive("auth_wait", self.auth_wait)
+        if self.write_concern not in WRITE_CONCERNS:
+            raise ConfigurationError(
+                f"write_concern must be one of {', '.join(WRITE_CONCERNS)}, got {self.write_concern!r}")
+        for name in ("batch_size", "max_in_flight"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
+        if not (self.token is None or isinstance(self.token, str) or callable(self.token)):
+            raise ConfigurationError("token= must be a str, a callable returning one, or None")
+
+    @property
+    def endpoints(self) -> Tuple[str, ...]:
+        return (self.url,) if self.url else tuple(self.cluster.seeds)  # type: ignore[union-attr]

@@ -1,0 +1,144 @@
+"""Exceptions raised by topgun.
+
+Every error the library raises derives from :class:`TopGunError`::
+
+    TopGunError
+    ├── ConfigurationError            bad arguments; never retried
+    ├── ProtocolError
+    │   ├── LocalProtocolError        we were about to send something the server cannot take
+    │   └── RemoteProtocolError       the peer sent bytes we cannot decode
+    ├── TransportError                retryable
+    │   ├── ConnectTimeout            the TCP/WebSocket handshake did not finish in time
+    │   └── ConnectionLost            an open connection dropped (or was closed under us)
+    ├── OperationTimeout              the caller's deadline passed with no answer
+    ├── ServerError                   an ERROR frame from the server (.code)
+    │   ├── AuthError                 AUTH_FAIL, or no usable token
+    │   ├── OpRejected                OP_REJECTED for one operation
+    │   ├── ServerOverloaded          ERROR 429: retry the frame after a back-off (retryable)
+    │   └── NotOwnerError             the node does not own the key's partition (retryable, stale_routing)
+    ├── ClusterUnavailable            no owner reachable before the deadline
+    └── ClientClosed                  the client was closed; no new work is accepted
+
+``retryable`` says whether failover may try the same operation again; ``stale_routing``
+says the partition map should be refreshed before the next try.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Type
+
+__all__ = [
+    "TopGunError", "ConfigurationError", "ProtocolError", "LocalProtocolError",
+    "RemoteProtocolError", "TransportError", "ConnectTimeout", "ConnectionLost",
+    "OperationTimeout", "ServerError", "AuthError", "OpRejected", "ServerOverloaded",
+    "NotOwnerError", "ClusterUnavailable", "ClientClosed", "server_error",
+]
+
+
+class TopGunError(Exception):
+    """Base class of every error raised by topgun."""
+
+    retryable = False
+    stale_routing = False
+
+
+class ConfigurationError(TopGunError, ValueError):
+    """Bad arguments or configuration; never retried."""
+
+
+class ProtocolError(TopGunError):
+    """A frame that does not follow the TopGun wire protocol."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We were about to send something the server cannot accept."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something we cannot decode."""
+
+
+class TransportError(TopGunError):
+    """The network failed; the operation may be tried again."""
+
+    retryable = True
+
+
+class ConnectTimeout(TransportError):
+    """Connecting (TCP plus WebSocket handshake) took longer than allowed."""
+
+
+class ConnectionLost(TransportError):
+    """An open connection closed before the answer arrived."""
+
+
+class OperationTimeout(TopGunError):
+    """The caller's deadline passed before the server answered.
+
+    The TopGun server answers most bad requests with silence, so this is also what a
+    request the server dropped looks like.
+    """
+
+
+class ServerError(TopGunError):
+    """An error reported by the server (an ERROR frame or a failure reply)."""
+
+    def __init__(self, message: str, *, code: Any = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details
+
+
+class AuthError(ServerError):
+    """Authentication failed (AUTH_FAIL) or no token was available when one was required."""
+
+
+class OpRejected(ServerError):
+    """The server rejected one operation (OP_REJECTED)."""
+
+
+class ServerOverloaded(ServerError):
+    """ERROR 429: the server shed load; the whole frame was dropped and may be resent."""
+
+    retryable = True
+
+
+class NotOwnerError(ServerError):
+    """The node that answered does not own the key's partition."""
+
+    retryable = True
+    stale_routing = True
+
+    def __init__(self, message: str, *, partition_id: int, map_version: int) -> None:
+        super().__init__(message, code="NOT_OWNER")
+        self.partition_id = partition_id
+        self.map_version = map_version
+
+
+class ClusterUnavailable(TopGunError):
+    """No node owning the key could be reached before the deadline."""
+
+
+class ClientClosed(TopGunError):
+    """The client (or connection) has been closed and accepts no new work."""
+
+
+_BY_CODE: Dict[Any, Type[ServerError]] = {
+    429: ServerOverloaded,
+    401: AuthError,
+    403: OpRejected,
+}
+
+
+def server_error(code: Any, message: str, details: Any = None) -> ServerError:
+    """Build the right ServerError subclass for an ERROR frame's code."""
+    if code == "NOT_OWNER":
+        hint: Dict[str, Any] = details if isinstance(details, dict) else {}
+        return NotOwnerError(message, partition_id=int(hint.get("partitionId", -1)),
+                             map_version=int(hint.get("mapVersion", 0)))
+    cls = _BY_CODE.get(code, ServerError)
+    return cls(message, code=code, details=details)
+
+
+def describe(exc: Optional[BaseException]) -> str:
+    """One short line naming an exception, for logs."""
+    return "none" if exc is None else f"{type(exc).__name__}: {exc}"
