@@ -1,0 +1,81 @@
+"""Which reply answers which request.
+
+The server answers out of order (WIRE.md section 1), so replies are matched by a key built
+from their content, never by position. ``request_key(msg)`` is the key of the reply a
+request waits for; ``reply_key(msg)`` the key a received message completes (None for
+pushes such as SERVER_EVENT). ``OP_BATCH`` is acknowledged once, with the id of its last op.
+ERROR frames carry no correlation on the real server; the dev cluster adds
+``details.lastId``, which ``error_key`` turns into the ack key it stands for.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Tuple, Type
+
+from . import messages as m
+
+__all__ = ["Key", "request_key", "reply_key", "error_key"]
+
+Key = Tuple[Any, ...]
+
+
+def _batch_key(msg: m.OpBatch) -> Optional[Key]:
+    return ("ack", msg.ops[-1].id) if msg.ops and msg.ops[-1].id is not None else None
+
+
+_REQUESTS: Dict[Type[m.Message], Callable[[Any], Optional[Key]]] = {
+    m.ClientOp: lambda msg: ("ack", msg.id) if msg.id is not None else None,
+    m.OpBatch: _batch_key,
+    m.Ping: lambda msg: ("pong", msg.timestamp),
+    m.QuerySub: lambda msg: ("query", msg.query_id),
+    m.SyncInit: lambda msg: ("sync_root", msg.map_name),
+    m.MerkleReqBucket: lambda msg: ("merkle", msg.map_name, msg.path),
+    m.OrmapSyncInit: lambda msg: ("ormap_root", msg.map_name),
+    m.OrmapMerkleReqBucket: lambda msg: ("ormap_merkle", msg.map_name, msg.path),
+    m.OrmapDiffRequest: lambda msg: ("ormap_diff", msg.map_name),
+    m.PartitionMapRequest: lambda msg: ("partition_map",),
+    m.LockRequest: lambda msg: ("lock", msg.request_id),
+    m.LockRelease: lambda msg: ("lock", msg.request_id),
+    m.CounterRequest: lambda msg: ("counter", msg.name),
+    m.CounterSync: lambda msg: ("counter", msg.name),
+    m.Auth: lambda msg: ("auth",),
+}
+
+_REPLIES: Dict[Type[m.Message], Callable[[Any], Optional[Key]]] = {
+    m.OpAck: lambda msg: ("ack", msg.last_id),
+    m.Pong: lambda msg: ("pong", msg.timestamp),
+    m.QueryResp: lambda msg: ("query", msg.query_id),
+    m.SyncRespRoot: lambda msg: ("sync_root", msg.map_name),
+    m.SyncRespBuckets: lambda msg: ("merkle", msg.map_name, msg.path),
+    m.SyncRespLeaf: lambda msg: ("merkle", msg.map_name, msg.path),
+    m.OrmapSyncRespRoot: lambda msg: ("ormap_root", msg.map_name),
+    m.OrmapSyncRespBuckets: lambda msg: ("ormap_merkle", msg.map_name, msg.path),
+    m.OrmapSyncRespLeaf: lambda msg: ("ormap_merkle", msg.map_name, msg.path),
+    m.OrmapDiffResponse: lambda msg: ("ormap_diff", msg.map_name),
+    m.PartitionMap: lambda msg: ("partition_map",),
+    m.LockGranted: lambda msg: ("lock", msg.request_id),
+    m.LockReleased: lambda msg: ("lock", msg.request_id),
+    m.CounterResponse: lambda msg: ("counter", msg.name),
+    m.CounterUpdate: lambda msg: ("counter", msg.name),
+    m.AuthAck: lambda msg: ("auth",),
+    m.AuthFail: lambda msg: ("auth",),
+}
+
+
+def request_key(msg: m.Message) -> Optional[Key]:
+    """The key of the reply ``msg`` waits for, or None when it gets no reply."""
+    fn = _REQUESTS.get(type(msg))
+    return fn(msg) if fn else None
+
+
+def reply_key(msg: m.Message) -> Optional[Key]:
+    """The key of the request ``msg`` answers, or None for pushes."""
+    fn = _REPLIES.get(type(msg))
+    return fn(msg) if fn else None
+
+
+def error_key(msg: m.Error) -> Optional[Key]:
+    """The ack key an ERROR frame stands for, when the server named it (dev cluster only)."""
+    details = msg.details
+    if isinstance(details, dict) and isinstance(details.get("lastId"), str):
+        return ("ack", details["lastId"])
+    return None
