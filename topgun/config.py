@@ -109,7 +109,7 @@ class ClientConfig:
     token: TokenSource = None
     request_timeout: float = 10.0
     connect_timeout: float = 5.0
-    write_concern: str = "APPLIED"
+    write_concern: Optional[str] = None  # None: APPLIED for one server, REPLICATED for a cluster
     batch_size: int = 500
     max_in_flight: int = 2000
     auth_wait: float = 0.5
@@ -126,7 +126,7 @@ class ClientConfig:
         _positive("request_timeout", self.request_timeout)
         _positive("connect_timeout", self.connect_timeout)
         _positive("auth_wait", self.auth_wait)
-        if self.write_concern not in WRITE_CONCERNS:
+        if self.write_concern is not None and self.write_concern not in WRITE_CONCERNS:
             raise ConfigurationError(
                 f"write_concern must be one of {', '.join(WRITE_CONCERNS)}, got {self.write_concern!r}")
         for name in ("batch_size", "max_in_flight"):
@@ -135,6 +135,12 @@ class ClientConfig:
                 raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
         if not (self.token is None or isinstance(self.token, str) or callable(self.token)):
             raise ConfigurationError("token= must be a str, a callable returning one, or None")
+
+    @property
+    def effective_write_concern(self) -> str:
+        if self.write_concern is not None:
+            return self.write_concern
+        return "REPLICATED" if self.cluster is not None else "APPLIED"
 
     @property
     def endpoints(self) -> Tuple[str, ...]:

@@ -1,0 +1,195 @@
+"""TopGunClient: the one public client, for one server (``url=``) or a cluster (``cluster=``).
+
+The same API in both modes. Inside: a :class:`~topgun.sync.engine.SyncEngine` that asks a
+connection provider for connections: :class:`~topgun.sync.provider.SingleServerProvider`
+for ``url=``, :class:`~topgun.cluster.cluster_client.ClusterClient` for ``cluster=``.
+Every blocking call returns or raises by its deadline; every error derives from
+:class:`topgun.TopGunError`.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import replace
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import gevent
+from gevent.pool import Group
+
+from .clock import Clock, GeventClock
+from .config import ClientConfig, ClusterConfig, ReconnectPolicy
+from .errors import ClientClosed, ConnectTimeout, TopGunError
+from .maps import MapHandle
+from .protocol import messages as m
+from .protocol.hlc import HLC
+from .queries import Change, Subscription
+from .sync.engine import SyncEngine
+from .sync.provider import ConnectionProvider, SingleServerProvider
+from .transport.connection import Connection, TransportFactory
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TopGunClient"]
+
+
+class TopGunClient:
+    """A blocking, gevent-friendly TopGun client.
+
+    Args:
+        url: one server, ``ws://host:port/ws``.
+        cluster: a :class:`topgun.ClusterConfig` for cluster mode (give url or cluster).
+        token: a JWT string, or a callable returning one (called again on every
+            (re)connect that needs authentication).
+        request_timeout: default deadline of each blocking call, in seconds.
+        connect_timeout: how long to wait for the first connection (and each handshake).
+        wait_connected: if True (default), the constructor raises when no connection is
+            made within ``connect_timeout``; if False, it returns at once and writes queue
+            until a connection comes up.
+        **options: the remaining :class:`topgun.config.ClientConfig` fields
+            (write_concern, batch_size, max_in_flight, reconnect, node_id).
+
+    Raises:
+        ConfigurationError: bad arguments.
+        AuthError, ConnectTimeout, ConnectionLost: with ``wait_connected``, no connection.
+    """
+
+    def __init__(self, url: Optional[str] = None, *, cluster: Optional[ClusterConfig] = None,
+                 token: Any = None, request_timeout: float = 10.0, connect_timeout: float = 5.0,
+                 wait_connected: bool = True, clock: Optional[Clock] = None,
+                 transport_factory: Optional[TransportFactory] = None, ping_interval: Optional[float] = 5.0,
+                 **options: Any) -> None:
+        self.config = ClientConfig(url=url, cluster=cluster, token=token, request_timeout=request_timeout,
+                                   connect_timeout=connect_timeout, **options)
+        self.clock = clock or GeventClock()
+        self.node_id = self.config.node_id or "py-" + uuid.uuid4().hex[:12]
+        self._hlc = HLC(self.node_id, self.clock.now_ms)
+        self._transport_factory = transport_factory
+        self._ping_interval = ping_interval
+        self._subs: Dict[str, Subscription] = {}
+        self._group = Group()
+        self._closed = False
+        self.cluster: Any = None
+        provider = self._make_provider()
+        self._engine = SyncEngine(
+            provider, clock=self.clock, write_concern=self.config.effective_write_concern,
+            batch_size=self.config.batch_size, max_in_flight=self.config.max_in_flight,
+            request_timeout=self.config.request_timeout, on_message=self._on_message,
+            on_disconnected=self._on_disconnected)
+        self._engine.start()
+        if wait_connected and not provider.wait_ready(self.config.connect_timeout):
+            error = provider.last_error
+            self.close()
+            if isinstance(error, TopGunError) and not isinstance(error, ClientClosed):
+                raise error
+            raise ConnectTimeout(f"no connection to {', '.join(self.config.endpoints)} "
+                                 f"within {self.config.connect_timeout:.3g}s")
+
+    def _make_provider(self) -> ConnectionProvider:
+        if self.config.cluster is None:
+            assert self.config.url is not None
+            return SingleServerProvider(self.config.url, clock=self.clock, connect=self._connect,
+                                        reconnect=self.config.reconnect)
+        from .cluster.cluster_client import ClusterClient
+        self.cluster = ClusterClient(self.config.cluster, clock=self.clock, connect=self._connect,
+                                     reconnect=self.config.reconnect)
+        return self.cluster  # type: ignore[no-any-return]
+
+    def _connect(self, url: str, *, node_id: Optional[str] = None,
+                 on_message: Optional[Callable[[Connection, m.Message], None]] = None,
+                 on_closed: Optional[Callable[[Connection, Optional[BaseException]], None]] = None,
+                 spawn: Optional[Callable[..., gevent.Greenlet]] = None) -> Connection:
+        """Open one handshaken connection (used by the providers)."""
+        conn = Connection(url, clock=self.clock, token=self.config.token,
+                          connect_timeout=self.config.connect_timeout, node_id=node_id,
+                          on_message=on_message, on_closed=on_closed, spawn=spawn or gevent.spawn,
+                          transport_factory=self._transport_factory, ping_interval=self._ping_interval)
+        return conn.open()
+
+    # ------------------------------------------------------------------ API
+
+    def map(self, name: str) -> MapHandle:
+        """A handle on the map ``name`` (cheap; no IO)."""
+        self._check_open()
+        return MapHandle(self, name)
+
+    def ping(self, timeout: Optional[float] = None) -> float:
+        """Round trip to a server, in seconds."""
+        start = self.clock.monotonic()
+        self._engine.request(m.Ping(self.clock.now_ms()), timeout=timeout)
+        return self.clock.monotonic() - start
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._engine.provider.open_connections())
+
+    @property
+    def pending_writes(self) -> int:
+        """Writes queued or in flight, not yet acknowledged."""
+        return self._engine.queued + self._engine.in_flight
+
+    def close(self) -> None:
+        """Unsubscribe live queries, fail queued writes with ClientClosed, close connections."""
+        if self._closed:
+            return
+        self._closed = True
+        for sub in list(self._subs.values()):
+            sub.close()
+        self._group.kill(timeout=1.0)
+        self._engine.close()
+
+    def __enter__(self) -> "TopGunClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosed("the client is closed")
+
+    # ------------------------------------------------------------------ queries
+
+    def _query_once(self, map_name: str, query: Dict[str, Any], fields: Optional[List[str]],
+                    timeout: Optional[float]) -> List[Tuple[str, Any]]:
+        self._check_open()
+
+        def attempt(conn: Connection, remaining: float) -> List[Tuple[str, Any]]:
+            query_id = uuid.uuid4().hex
+            try:
+                reply = conn.request(m.QuerySub(query_id, map_name, query, fields), remaining)
+            finally:
+                if conn.is_open:
+                    conn.send(m.QueryUnsub(query_id))
+            return [(r["key"], r.get("value")) for r in reply.results]  # type: ignore[attr-defined]
+
+        return self._engine.call(attempt, timeout=timeout)  # type: ignore[no-any-return]
+
+    def _subscribe(self, map_name: str, query: Dict[str, Any], fields: Optional[List[str]],
+                   on_change: Optional[Callable[[Change], None]], timeout: Optional[float]) -> Subscription:
+        self._check_open()
+        sub = Subscription(self, map_name, query, fields, on_change)
+        self._subs[sub.query_id] = sub
+        try:
+            return sub.open(timeout if timeout is not None else self.config.request_timeout)
+        except BaseException:
+            self._subs.pop(sub.query_id, None)
+            raise
+
+    def _forget_subscription(self, sub: Subscription) -> None:
+        self._subs.pop(sub.query_id, None)
+
+    def _on_message(self, conn: Connection, msg: m.Message) -> None:
+        if isinstance(msg, m.QueryUpdate):
+            sub = self._subs.get(msg.query_id)
+            if sub is not None:
+                sub._deliver(msg)
+
+    def _on_disconnected(self, conn: Connection, exc: Optional[BaseException]) -> None:
+        for sub in list(self._subs.values()):
+            if sub.conn is conn:
+                self._group.spawn(sub._connection_lost)
+
+    def __repr__(self) -> str:
+        mode = f"cluster {list(self.config.cluster.seeds)}" if self.config.cluster else self.config.url
+        state = "closed" if self._closed else ("connected" if self.connected else "connecting")
+        return f"<TopGunClient {mode} {state} pending={self.pending_writes}>"

@@ -1,0 +1,412 @@
+"""SyncEngine: every write is tracked until its own ack, whatever happens to the connection.
+
+Writes:
+- ``submit`` queues a write (a wire op dict with a unique id) and returns a ``PendingWrite``.
+  One flusher greenlet drains the queue: it asks the provider for each key's connection,
+  groups the writes per connection and sends one OP_BATCH per group (at most
+  ``batch_size`` ops). Writes that pile up while a batch is in flight go out together in
+  the next one, so concurrency becomes batching without any timer.
+- A batch is acknowledged by the OP_ACK carrying its last op's id; only the writes of that
+  batch are completed (never cumulatively, never across connections).
+- At most one write per key is in flight at a time: the server applies concurrent frames in
+  any order, so this is what keeps each key's writes in order. Later writes to a busy key
+  wait in the queue, behind it.
+- A batch that fails with a retryable error (connection lost, overload, not owner) or
+  gets no ack within ``attempt_timeout`` goes back to the front of the queue, in order,
+  and is sent again once routing allows; resending is harmless under last-writer-wins.
+  A write gives up only at its own deadline (``OperationTimeout``); a write whose
+  deadline passed before it was sent is withdrawn, never sent later.
+- While no connection is usable, writes stay queued (the offline queue) and go out on
+  reconnect.
+Requests (reads, queries, map requests) go through ``request``, which retries retryable
+errors on a fresh routing view until the deadline, using tenacity.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
+
+import gevent
+from gevent.event import AsyncResult, Event
+from gevent.pool import Group
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_any, stop_after_attempt, wait_random_exponential
+
+from ..clock import Clock
+from ..errors import (ClientClosed, ConnectionLost, OperationTimeout, ServerOverloaded, TopGunError,
+                      TransportError)
+from ..protocol import codec
+from ..protocol import messages as m
+from ..transport.connection import Connection
+from .provider import ConnectionProvider
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SyncEngine", "PendingWrite"]
+
+MapKey = Tuple[str, str]
+
+
+class PendingWrite:
+    """One write on its way: resolved with the achieved level, or an exception."""
+
+    __slots__ = ("op", "mk", "result", "deadline", "done")
+
+    def __init__(self, op: Dict[str, Any], deadline: float) -> None:
+        self.op = op
+        self.mk: MapKey = (op["mapName"], op["key"])
+        self.result = AsyncResult()
+        self.deadline = deadline
+        self.done = False
+
+    def finish(self, value: Any = None, exc: Optional[BaseException] = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        if exc is None:
+            self.result.set(value)
+        else:
+            self.result.set_exception(exc)
+
+
+class _Batch:
+    __slots__ = ("conn", "writes", "key", "sent_at", "retry_at", "waiter")
+
+    def __init__(self, conn: Connection, writes: List[PendingWrite], sent_at: float, retry_at: float) -> None:
+        self.conn = conn
+        self.writes = writes
+        self.key = ("ack", writes[-1].op["id"])
+        self.sent_at = sent_at
+        self.retry_at = retry_at
+        self.waiter: Optional[AsyncResult] = None
+
+
+class SyncEngine:
+    """Queues, batches, sends and tracks writes; runs requests with failover retries."""
+
+    def __init__(self, provider: ConnectionProvider, *, clock: Clock, write_concern: str = "APPLIED",
+                 batch_size: int = 500, max_in_flight: int = 2000, request_timeout: float = 10.0,
+                 attempt_timeout: Optional[float] = None,
+                 on_message: Optional[Callable[[Connection, m.Message], None]] = None,
+                 on_connected: Optional[Callable[[Connection], None]] = None,
+                 on_disconnected: Optional[Callable[[Connection, Optional[BaseException]], None]] = None) -> None:
+        self.provider = provider
+        self.clock = clock
+        self.write_concern = write_concern
+        self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
+        self.request_timeout = request_timeout
+        self.attempt_timeout = attempt_timeout or max(0.5, min(2.0, request_timeout / 4))
+        self._on_message = on_message
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+        self._queue: Deque[PendingWrite] = deque()
+        self._busy: Dict[MapKey, int] = {}
+        self._inflight: Dict[int, _Batch] = {}
+        self._inflight_ops = 0
+        self._wake = Event()
+        self._group = Group()
+        self._closed = False
+        self._pause_until = 0.0
+        self._ids = itertools.count(1)
+        self._batch_ids = itertools.count(1)
+        self.stats = {"batches": 0, "ops_sent": 0, "resent": 0, "acked": 0, "timeouts": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self.provider.start(self)
+        self._group.spawn(self._flusher)
+        self._group.spawn(self._reaper)
+
+    def close(self, timeout: float = 2.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        closed = ClientClosed("the client was closed")
+        while self._queue:
+            self._queue.popleft().finish(exc=closed)
+        for batch in list(self._inflight.values()):
+            for w in batch.writes:
+                w.finish(exc=closed)
+        self._inflight.clear()
+        self.provider.close()
+        self._group.kill(timeout=timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def next_id(self) -> str:
+        return str(next(self._ids))
+
+    # ------------------------------------------------------------------ provider listener
+
+    def on_connected(self, conn: Connection) -> None:
+        self._wake.set()
+        if self._on_connected:
+            self._on_connected(conn)
+
+    def on_disconnected(self, conn: Connection, exc: Optional[BaseException]) -> None:
+        self._wake.set()
+        if self._on_disconnected:
+            self._on_disconnected(conn, exc)
+
+    def on_map_updated(self, version: int) -> None:
+        self._wake.set()
+
+    def on_message(self, conn: Connection, msg: m.Message) -> None:
+        if isinstance(msg, m.Error) and msg.code in (429, 500):
+            self._server_dropped_frames(conn, msg)
+            return
+        if self._on_message:
+            self._on_message(conn, msg)
+
+    def _server_dropped_frames(self, conn: Connection, msg: m.Error) -> None:
+        # The real server's ERROR names no request, and the frame it answers is dropped
+        # (possibly half applied). Resend whatever that connection has not acknowledged soon.
+        now = self.clock.monotonic()
+        soon = now + 0.05
+        for batch in self._inflight.values():
+            if batch.conn is conn:
+                batch.retry_at = min(batch.retry_at, soon)
+        if msg.code == 429:
+            self._pause_until = now + 0.02
+
+    # ------------------------------------------------------------------ writes
+
+    def submit(self, op: Dict[str, Any], timeout: Optional[float] = None) -> PendingWrite:
+        """Queue one write. ``op`` is a wire op dict; an ``id`` is assigned here."""
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        op["id"] = str(next(self._ids))
+        w = PendingWrite(op, self.clock.monotonic() + (timeout if timeout is not None else self.request_timeout))
+        self._queue.append(w)
+        self._wake.set()
+        return w
+
+    def submit_many(self, ops: Iterable[Dict[str, Any]], timeout: Optional[float] = None) -> List[PendingWrite]:
+        return [self.submit(op, timeout) for op in ops]
+
+    def wait(self, writes: List[PendingWrite]) -> List[Any]:
+        """Block until every write is acknowledged; raise the first failure (after its deadline)."""
+        out = []
+        for w in writes:
+            remaining = w.deadline - self.clock.monotonic()
+            try:
+                out.append(w.result.get(timeout=max(0.0, remaining) + 0.05))
+            except gevent.Timeout:
+                self._expire(w)
+                out.append(w.result.get(block=False))
+        return out
+
+    def _expire(self, w: PendingWrite) -> None:
+        if not w.done:
+            self.stats["timeouts"] += 1
+            cause = self.provider.last_error
+            hint = f" (last error: {cause})" if cause is not None and not self.provider.open_connections() else ""
+            w.finish(exc=OperationTimeout(
+                f"write {w.mk[0]}/{w.mk[1]!r} not acknowledged before its deadline{hint}"))
+
+    def _flusher(self) -> None:
+        while not self._closed:
+            self._wake.wait()
+            self._wake.clear()
+            if self._closed:
+                return
+            pause = self._pause_until - self.clock.monotonic()
+            if pause > 0:
+                self.clock.sleep(pause)
+            version = self.provider.routing_version
+            blocked = self._flush_once()
+            if blocked:
+                # No connection for some key: wait for routing to change, but not forever,
+                # so deadlines keep being checked and a missed event is not fatal.
+                self.provider.wait_for_change(version, 0.25)
+                self._wake.set()
+            else:
+                gevent.sleep(0)  # let other greenlets add writes: they join the next batch
+
+    def _flush_once(self) -> bool:
+        groups: Dict[int, Tuple[Connection, List[PendingWrite]]] = {}
+        held: List[PendingWrite] = []
+        blocked = False
+        room = self.max_in_flight - self._inflight_ops
+        scanned_held = 0
+        queue = self._queue
+        while queue and room > 0 and scanned_held < 4 * self.batch_size:
+            w = queue.popleft()
+            if w.done:
+                continue
+            if w.mk in self._busy:
+                held.append(w)
+                scanned_held += 1
+                continue
+            try:
+                conn = self.provider.connection_for_key(w.mk[1])
+            except TopGunError:
+                held.append(w)
+                scanned_held += 1
+                blocked = True
+                continue
+            self._busy[w.mk] = self._busy.get(w.mk, 0) + 1
+            group = groups.get(id(conn))
+            if group is None:
+                groups[id(conn)] = (conn, [w])
+            else:
+                group[1].append(w)
+            room -= 1
+        if held:
+            queue.extendleft(reversed(held))
+        for conn, writes in groups.values():
+            for i in range(0, len(writes), self.batch_size):
+                self._send_batch(conn, writes[i:i + self.batch_size])
+        return blocked
+
+    def _send_batch(self, conn: Connection, writes: List[PendingWrite]) -> None:
+        now = self.clock.monotonic()
+        batch = _Batch(conn, writes, now, now + self.attempt_timeout)
+        payload: Dict[str, Any] = {"ops": [w.op for w in writes], "writeConcern": self.write_concern}
+        frame = codec.encode_wire({"type": "OP_BATCH", "payload": payload})
+        bid = next(self._batch_ids)
+        try:
+            batch.waiter = conn.expect(batch.key)
+            self._inflight[bid] = batch
+            self._inflight_ops += len(writes)
+            conn.send_raw(frame)
+        except TopGunError as exc:
+            self._batch_failed(bid, exc)
+            return
+        self.stats["batches"] += 1
+        self.stats["ops_sent"] += len(writes)
+        batch.waiter.rawlink(lambda result, bid=bid: self._batch_done(bid, result))
+
+    def _release(self, bid: int) -> Optional[_Batch]:
+        batch = self._inflight.pop(bid, None)
+        if batch is None:
+            return None
+        self._inflight_ops -= len(batch.writes)
+        for w in batch.writes:
+            n = self._busy.get(w.mk, 0) - 1
+            if n > 0:
+                self._busy[w.mk] = n
+            else:
+                self._busy.pop(w.mk, None)
+        self._wake.set()
+        return batch
+
+    def _batch_done(self, bid: int, result: AsyncResult) -> None:
+        if not result.successful():
+            self._batch_failed(bid, result.exception)
+            return
+        batch = self._release(bid)
+        if batch is None:
+            return
+        level = getattr(result.value, "achieved_level", None) or self.write_concern
+        for w in batch.writes:
+            w.finish(level)
+        self.stats["acked"] += len(batch.writes)
+
+    def _batch_failed(self, bid: int, exc: Optional[BaseException]) -> None:
+        batch = self._release(bid)
+        if batch is None:
+            return
+        if batch.waiter is not None:
+            batch.conn.forget(batch.key, batch.waiter)
+        if getattr(exc, "stale_routing", False):
+            self.provider.request_refresh()
+        if isinstance(exc, ServerOverloaded):
+            self._pause_until = self.clock.monotonic() + 0.05
+        alive = [w for w in batch.writes if not w.done]
+        if exc is not None and not getattr(exc, "retryable", False) and not isinstance(exc, OperationTimeout):
+            for w in alive:
+                w.finish(exc=exc)
+            return
+        log.debug("resending %d writes after %s", len(alive), exc)
+        self.stats["resent"] += len(alive)
+        self._queue.extendleft(reversed(alive))
+        self._wake.set()
+
+    def _reaper(self) -> None:
+        tick = 0.05
+        while not self._closed:
+            self.clock.sleep(tick)
+            now = self.clock.monotonic()
+            for bid, batch in list(self._inflight.items()):
+                if batch.retry_at <= now:
+                    self._batch_failed(bid, OperationTimeout("no ack within the attempt timeout"))
+            for batch in list(self._inflight.values()):
+                for w in batch.writes:
+                    if w.deadline <= now:
+                        self._expire(w)
+            expired = 0
+            for w in self._queue:
+                if w.deadline > now:
+                    break
+                self._expire(w)
+                expired += 1
+            for _ in range(expired):
+                self._queue.popleft()
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for w in self._queue if not w.done)
+
+    @property
+    def in_flight(self) -> int:
+        return self._inflight_ops
+
+    # ------------------------------------------------------------------ requests
+
+    def retrying(self, deadline: float, max_attempts: int = 1000) -> Retrying:
+        """Tenacity policy: retry retryable errors, waking early when routing changes."""
+        routed = [self.provider.routing_version]
+
+        def before(state: RetryCallState) -> None:
+            routed[0] = self.provider.routing_version
+
+        def sleep(seconds: float) -> None:
+            self.provider.wait_for_change(routed[0], min(seconds, max(0.0, deadline - self.clock.monotonic())))
+
+        def before_sleep(state: RetryCallState) -> None:
+            if state.outcome is not None and getattr(state.outcome.exception(), "stale_routing", False):
+                self.provider.request_refresh()
+
+        return Retrying(
+            retry=retry_if_exception(lambda e: getattr(e, "retryable", False) and not self._closed),
+            wait=wait_random_exponential(multiplier=0.02, max=0.5),
+            stop=stop_any(stop_after_attempt(max_attempts), lambda _: self.clock.monotonic() >= deadline),
+            before=before, sleep=sleep, before_sleep=before_sleep, reraise=True)
+
+    def call(self, fn: Callable[[Connection, float], Any], *, key: Optional[str] = None,
+             timeout: Optional[float] = None) -> Any:
+        """Run ``fn(conn, remaining_seconds)`` on the right connection, retrying until the deadline.
+
+        The connection is looked up again on every attempt, so a retry follows the newest
+        routing. Raises OperationTimeout when the deadline passes without a usable answer.
+        """
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        timeout = self.request_timeout if timeout is None else timeout
+        deadline = self.clock.monotonic() + timeout
+
+        def attempt() -> Any:
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0:
+                raise OperationTimeout(f"no answer within {timeout:.3g}s")
+            conn = self.provider.connection_for_key(key) if key is not None else self.provider.any_connection()
+            return fn(conn, remaining)
+
+        try:
+            return self.retrying(deadline)(attempt)
+        except TransportError as exc:
+            raise OperationTimeout(f"no usable connection within {timeout:.3g}s: {exc}") from exc
+
+    def request(self, msg: m.Message, *, key: Optional[str] = None, timeout: Optional[float] = None) -> m.Message:
+        return self.call(lambda conn, remaining: conn.request(msg, remaining), key=key, timeout=timeout)  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return (f"<SyncEngine queued={len(self._queue)} in_flight={self._inflight_ops} "
+                f"batches={len(self._inflight)} {'closed' if self._closed else 'open'}>")

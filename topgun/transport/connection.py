@@ -1,0 +1,313 @@
+"""Connection: one transport, one reader greenlet, replies matched to requests by content.
+
+Contract:
+- ``open()`` connects and finishes the TopGun handshake before returning: it sends a PING;
+  a PONG means the server needs no auth, an ``AUTH_REQUIRED`` (which a JWT server sends the
+  moment the socket opens, dropping everything else until AUTH) means we authenticate.
+  So no-auth servers cost one round trip, not an ``auth_wait`` guess.
+- ``request(msg, timeout)`` returns the reply or raises ``OperationTimeout`` /
+  ``ConnectionLost`` / a ``ServerError``; it never waits past its timeout.
+- When the reader ends (peer closed, error, ``close()``), every pending request fails with
+  ``ConnectionLost`` and ``on_closed(conn, exc)`` is called once.
+- Messages that answer no pending request (pushes) go to ``on_message(conn, msg)``; a
+  PARTITION_MAP always does, also when it answered a request.
+- An optional heartbeat sends PING every ``ping_interval`` seconds and closes the
+  connection when no PONG comes back within ``ping_timeout``: that is how a hung peer is
+  noticed.
+Not in here: reconnecting (the owner of the connection decides), routing, retries.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any, Callable, Dict, Optional
+
+import gevent
+from gevent.event import AsyncResult, Event
+
+from ..clock import Clock, GeventClock
+from ..errors import (AuthError, ConnectionLost, ConnectTimeout, OperationTimeout, RemoteProtocolError,
+                      TopGunError, server_error)
+from ..protocol import codec, correlate
+from ..protocol import messages as m
+from .base import Transport
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Connection", "TransportFactory"]
+
+TransportFactory = Callable[[str, float], Transport]
+TokenSource = Any  # None | str | Callable[[], str | None]
+
+_ids = itertools.count(1)
+
+
+def _default_factory(url: str, timeout: float) -> Transport:
+    from .websocket import WebSocketTransport
+    return WebSocketTransport.connect(url, timeout)
+
+
+class Connection:
+    """A handshaken TopGun connection with its own reader greenlet."""
+
+    def __init__(self, url: str, *, clock: Optional[Clock] = None, token: TokenSource = None,
+                 connect_timeout: float = 5.0, node_id: Optional[str] = None,
+                 on_message: Optional[Callable[["Connection", m.Message], None]] = None,
+                 on_closed: Optional[Callable[["Connection", Optional[BaseException]], None]] = None,
+                 spawn: Callable[..., gevent.Greenlet] = gevent.spawn,
+                 transport_factory: Optional[TransportFactory] = None,
+                 ping_interval: Optional[float] = 5.0, ping_timeout: float = 15.0) -> None:
+        self.url = url
+        self.node_id = node_id
+        self.clock = clock or GeventClock()
+        self.cid = next(_ids)
+        self._token = token
+        self._connect_timeout = connect_timeout
+        self._on_message = on_message
+        self._on_closed = on_closed
+        self._spawn = spawn
+        self._factory = transport_factory or _default_factory
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._transport: Optional[Transport] = None
+        self._pending: Dict[correlate.Key, AsyncResult] = {}
+        self._auth_required = Event()
+        self._closed = Event()
+        self._close_reason: Optional[BaseException] = None
+        self._reader: Optional[gevent.Greenlet] = None
+        self._heart: Optional[gevent.Greenlet] = None
+        self.user_id: Optional[str] = None
+        self.authenticated = False
+        self.last_received = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self) -> "Connection":
+        """Connect and handshake. Raises ConnectTimeout, ConnectionLost or AuthError."""
+        deadline = self.clock.monotonic() + self._connect_timeout
+        self._transport = self._factory(self.url, self._connect_timeout)
+        self._reader = self._spawn(self._read_loop)
+        try:
+            self._handshake(deadline)
+        except BaseException:
+            self.close()
+            raise
+        if self._ping_interval:
+            self._heart = self._spawn(self._heartbeat)
+        log.info("connected %r", self)
+        return self
+
+    def _handshake(self, deadline: float) -> None:
+        ping = m.Ping(self.clock.now_ms())
+        pong = self.expect(correlate.request_key(ping))  # type: ignore[arg-type]
+        self.send(ping)
+        ready = gevent.wait([pong, self._auth_required, self._closed], timeout=self._remaining(deadline),
+                            count=1)
+        if self._closed.is_set():
+            raise ConnectionLost(f"{self.url} closed during the handshake") from self._close_reason
+        if not ready:
+            raise ConnectTimeout(f"{self.url}: no answer to the handshake within {self._connect_timeout:.1f}s")
+        if not self._auth_required.is_set():
+            self.authenticated = True
+            return
+        token = self._resolve_token()
+        try:
+            reply = self.request(m.Auth(token, protocol_version=1), timeout=self._remaining(deadline))
+        except OperationTimeout:
+            raise ConnectTimeout(f"{self.url}: no AUTH_ACK within {self._connect_timeout:.1f}s") from None
+        except ConnectionLost as exc:
+            raise AuthError("the server closed the connection during authentication") from exc
+        if isinstance(reply, m.AuthFail):
+            raise AuthError(f"authentication failed: {reply.error or 'no reason given'}", code=reply.code)
+        self.user_id = getattr(reply, "user_id", None)
+        self.authenticated = True
+
+    def _resolve_token(self) -> str:
+        token = self._token() if callable(self._token) else self._token
+        if not token:
+            raise AuthError(f"{self.url} requires authentication and no token was given (token=)")
+        if not isinstance(token, str):
+            raise AuthError(f"the token provider returned {type(token).__name__}, not str")
+        return token
+
+    def _remaining(self, deadline: float) -> float:
+        return max(0.0, deadline - self.clock.monotonic())
+
+    def close(self, reason: Optional[BaseException] = None) -> None:
+        """Close the transport; pending requests fail with ConnectionLost."""
+        if self._close_reason is None:
+            self._close_reason = reason
+        transport = self._transport
+        if transport is not None:
+            try:
+                transport.close()
+            except Exception:  # closing a broken socket may fail again; it is closed either way
+                log.debug("error closing %r", self, exc_info=True)
+        if self._reader is None or self._reader.dead:
+            self._finish()
+        if self._heart is not None and self._heart is not gevent.getcurrent():
+            self._heart.kill(block=False)
+
+    @property
+    def is_open(self) -> bool:
+        return self._transport is not None and not self._closed.is_set()
+
+    @property
+    def closed_event(self) -> Event:
+        return self._closed
+
+    def wait_closed(self, timeout: Optional[float] = None) -> bool:
+        return self._closed.wait(timeout)
+
+    # ------------------------------------------------------------------ sending
+
+    def send(self, msg: m.Message) -> None:
+        self.send_raw(codec.encode(msg))
+
+    def send_raw(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None or self._closed.is_set():
+            raise ConnectionLost(f"{self.url} is not connected")
+        try:
+            transport.send(data)
+        except TopGunError:
+            raise
+        except Exception as exc:  # socket errors surface as ConnectionLost
+            raise ConnectionLost(f"send to {self.url} failed: {exc}") from exc
+
+    def expect(self, key: correlate.Key) -> AsyncResult:
+        """Register interest in the reply with ``key`` (before sending the request)."""
+        if self._closed.is_set():
+            raise ConnectionLost(f"{self.url} is not connected")
+        result = self._pending.get(key)
+        if result is None:
+            result = self._pending[key] = AsyncResult()
+        return result
+
+    def forget(self, key: correlate.Key, result: Optional[AsyncResult] = None) -> None:
+        if result is None or self._pending.get(key) is result:
+            self._pending.pop(key, None)
+
+    def request_async(self, msg: m.Message, key: Optional[correlate.Key] = None) -> AsyncResult:
+        key = key or correlate.request_key(msg)
+        if key is None:
+            raise ValueError(f"{msg.TYPE} gets no reply; use send()")
+        result = self.expect(key)
+        try:
+            self.send(msg)
+        except BaseException:
+            self.forget(key, result)
+            raise
+        return result
+
+    def request(self, msg: m.Message, timeout: float, key: Optional[correlate.Key] = None) -> m.Message:
+        """Send ``msg`` and wait for its reply. Raises OperationTimeout after ``timeout`` s."""
+        key = key or correlate.request_key(msg)
+        result = self.request_async(msg, key)
+        try:
+            return result.get(timeout=timeout)  # type: ignore[no-any-return]
+        except gevent.Timeout:
+            self.forget(key, result)  # type: ignore[arg-type]
+            raise OperationTimeout(f"no reply to {msg.TYPE} from {self.url} within {timeout:.3g}s") from None
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    # ------------------------------------------------------------------ reading
+
+    def _read_loop(self) -> None:
+        reason: Optional[BaseException] = None
+        transport = self._transport
+        assert transport is not None
+        try:
+            while True:
+                data = transport.recv()
+                if data is None:
+                    break
+                self.last_received = self.clock.monotonic()
+                try:
+                    msg = codec.decode(data)
+                except RemoteProtocolError as exc:
+                    log.warning("dropping undecodable frame from %s: %s", self.url, exc)
+                    continue
+                self._dispatch(msg)
+        except gevent.GreenletExit:
+            pass
+        except Exception as exc:  # the transport already translated socket errors
+            reason = exc
+            log.debug("reader of %r ended: %s", self, exc)
+        finally:
+            if self._close_reason is None:
+                self._close_reason = reason
+            self._finish()
+
+    def _dispatch(self, msg: m.Message) -> None:
+        if isinstance(msg, m.Error):
+            self._on_error(msg)
+            return
+        if isinstance(msg, m.AuthRequired):
+            self._auth_required.set()
+            return
+        key = correlate.reply_key(msg)
+        waiter = self._pending.pop(key, None) if key is not None else None
+        if waiter is not None:
+            waiter.set(msg)
+            if not isinstance(msg, m.PartitionMap):
+                return
+        if self._on_message is not None:
+            try:
+                self._on_message(self, msg)
+            except Exception:  # a buggy callback must not kill the reader
+                log.exception("on_message callback failed for %s", msg.TYPE)
+
+    def _on_error(self, msg: m.Error) -> None:
+        exc = server_error(msg.code, msg.message or f"server error {msg.code}", msg.details)
+        key = correlate.error_key(msg)
+        waiter = self._pending.pop(key, None) if key is not None else None
+        if waiter is not None:
+            waiter.set_exception(exc)
+            return
+        log.warning("server %s sent ERROR %s: %s", self.url, msg.code, msg.message)
+        if self._on_message is not None:
+            self._on_message(self, msg)
+
+    def _finish(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        reason = self._close_reason
+        lost = ConnectionLost(f"connection to {self.url} lost" + (f": {reason}" if reason else ""))
+        pending, self._pending = self._pending, {}
+        for result in pending.values():
+            result.set_exception(lost)
+        if self._transport is not None:
+            try:
+                self._transport.close()
+            except Exception:
+                log.debug("error closing transport of %r", self, exc_info=True)
+        log.info("closed %r (%s)", self, reason or "clean")
+        if self._on_closed is not None:
+            try:
+                self._on_closed(self, reason)
+            except Exception:
+                log.exception("on_closed callback failed")
+
+    def _heartbeat(self) -> None:
+        interval = self._ping_interval or 5.0
+        while not self._closed.is_set():
+            if self._closed.wait(interval):
+                return
+            try:
+                self.request(m.Ping(self.clock.now_ms()), timeout=self._ping_timeout)
+            except OperationTimeout:
+                log.warning("no PONG from %s within %.1fs: closing", self.url, self._ping_timeout)
+                self.close(ConnectionLost("heartbeat timed out"))
+                return
+            except TopGunError:
+                return
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "closed"
+        node = f" {self.node_id}" if self.node_id else ""
+        return f"<Connection #{self.cid}{node} {self.url} {state} pending={len(self._pending)}>"
