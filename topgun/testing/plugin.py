@@ -1,0 +1,105 @@
+"""The topgun pytest plugin (entry point ``pytest11: topgun``).
+
+Markers: ``integration`` (embedded cluster in the test process), ``system`` (server processes),
+``realserver`` (needs the real ``topgun-server`` binary; npm installs it on first use).
+
+Fixtures are grouped in blocks, one per kind of server; each block keeps to itself.
+Servers register their logs with :func:`attach_logs`, and a failing test's report then shows
+them as extra sections. Importing this module never needs the server binary.
+"""
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from topgun.testing.realserver import RealServer, ensure_server_binary
+
+__all__ = ["attach_logs"]
+
+_MARKERS = (
+    "integration: runs an embedded TopGun cluster inside the test process",
+    "system: runs TopGun server processes",
+    "realserver: needs the real topgun-server binary (installed with npm on first use)",
+)
+_LOG_TAIL_LINES = 200
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in _MARKERS:
+        config.addinivalue_line("markers", line)
+
+
+# -- logs of failing tests -----------------------------------------------------------------------
+
+class LogSource(Protocol):
+    """Anything with a name and a log: RealServer, later the embedded and process clusters."""
+
+    node_id: str
+
+    def log_tail(self, lines: int = ...) -> str: ...
+
+
+_LOG_SOURCES = pytest.StashKey[list[LogSource]]()
+
+
+def attach_logs(request: pytest.FixtureRequest, source: LogSource) -> None:
+    """Show ``source``'s log tail in the report if the requesting test fails."""
+    request.node.stash.setdefault(_LOG_SOURCES, []).append(source)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if not report.failed:
+        return
+    for source in item.stash.get(_LOG_SOURCES, []):
+        report.sections.append((f"topgun log: {source!r}", source.log_tail(_LOG_TAIL_LINES)))
+
+
+# -- the real topgun-server ----------------------------------------------------------------------
+
+StartRealServer = Callable[..., RealServer]
+
+
+@pytest.fixture(scope="session")
+def topgun_server_binary() -> Path:
+    """The pinned ``topgun-server`` binary (``TOPGUN_SERVER_BIN``, or installed with npm)."""
+    return ensure_server_binary()
+
+
+@pytest.fixture
+def topgun_real_server_factory(request: pytest.FixtureRequest, topgun_server_binary: Path,
+                               tmp_path: Path) -> Iterator[StartRealServer]:
+    """``start(auth=False, jwt_secret=None, **kw) -> RealServer``; stops every node it started.
+
+    ``auth=True`` without a ``jwt_secret`` makes up a secret (read it back from ``.jwt_secret``).
+    Other keywords go to :class:`RealServer` (``node_id``, ``port``, ``extra_env``,
+    ``unbounded_write_behind``, ...). Each node runs in ``tmp_path/<node_id>``.
+    """
+    started: list[RealServer] = []
+
+    def start(auth: bool = False, jwt_secret: str | None = None, **kw: Any) -> RealServer:
+        if auth and jwt_secret is None:
+            jwt_secret = secrets.token_hex(32)
+        node_id = kw.pop("node_id", f"n{len(started) + 1}")
+        server = RealServer(topgun_server_binary, tmp_path / node_id, node_id=node_id,
+                            jwt_secret=jwt_secret, **kw)
+        started.append(server)
+        attach_logs(request, server)
+        server.start()
+        return server
+
+    yield start
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture
+def topgun_real_server(topgun_real_server_factory: StartRealServer) -> RealServer:
+    """One running no-auth node: ``topgun_real_server.url``."""
+    return topgun_real_server_factory()
