@@ -1,0 +1,53 @@
+"""The ``topgun`` command line: ``topgun SUBCOMMAND ...``.
+
+Each subcommand lives in its own module of this package and exposes
+``register(subparsers)`` (adds its parser, setting ``func``) and a ``run(args) -> int``.
+Add a module name to ``SUBCOMMANDS`` to wire a new one in. ``-v``/``-vv`` map to log levels;
+the library itself never configures logging.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import List, Optional
+
+__all__ = ["main", "SUBCOMMANDS"]
+
+# module names under topgun.cli; each has register(subparsers)
+SUBCOMMANDS: List[str] = []
+
+
+def _available() -> List[str]:
+    found = []
+    for name in SUBCOMMANDS:
+        try:
+            importlib.import_module(f"{__name__}.{name}")
+            found.append(name)
+        except ImportError as exc:  # an optional extra may be missing; say so, keep the rest
+            logging.getLogger(__name__).debug("subcommand %s unavailable: %s", name, exc)
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="topgun", description="TopGun data grid command line")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _available():
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``topgun`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    return int(func(args) or 0)
