@@ -24,12 +24,12 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import logging
 import os
 import platform
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -37,8 +37,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+# gevent's Popen, not the stdlib's: once any gevent child watcher exists in the process it reaps
+# every child, and the stdlib Popen then reports exit code 0 for them. It also waits cooperatively.
+from gevent import subprocess
+
 from topgun.clock import Clock, GeventClock
 from topgun.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BINARY_ENV",
@@ -200,7 +206,7 @@ class RealServer:
         self.clock: Clock = clock if clock is not None else GeventClock()
         self._requested_port = port
         self._port: int | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen | None = None
 
     # -- state
 
@@ -268,7 +274,10 @@ class RealServer:
         if proc is None or proc.poll() is not None:
             return
         proc.send_signal(signal.SIGTERM)
-        if not self._wait_exit(proc, timeout):
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%r ignored SIGTERM for %.1f s; sending SIGKILL", self, timeout)
             self.kill()
 
     def kill(self) -> None:
@@ -278,7 +287,7 @@ class RealServer:
             return
         proc.kill()
         try:
-            proc.wait(timeout=5.0)  # blocks the hub, but only for the moment a SIGKILL takes
+            proc.wait(timeout=5.0)
         except subprocess.TimeoutExpired as exc:
             raise ServerStartError(f"{self!r} survived SIGKILL for 5 s") from exc
 
@@ -336,7 +345,7 @@ class RealServer:
                     raise ServerStartError(self._failure(f"could not bind port {port}: still in use")) from exc
                 self.clock.sleep(0.1)
 
-    def _spawn(self, port: int) -> subprocess.Popen[bytes]:
+    def _spawn(self, port: int) -> subprocess.Popen:
         cmd = [str(self.binary), "--port", str(port), "--node-id", self.node_id]
         with open(self.log_path, "ab") as log:
             log.write(f"--- topgun: {' '.join(cmd)}\n".encode())
@@ -347,7 +356,7 @@ class RealServer:
             except OSError as exc:
                 raise ServerStartError(f"cannot run {self.binary}: {exc}") from exc
 
-    def _wait_for_port(self, proc: subprocess.Popen[bytes], offset: int, deadline: float) -> int:
+    def _wait_for_port(self, proc: subprocess.Popen, offset: int, deadline: float) -> int:
         while True:
             match = _PORT_LINE.search(self._log_since(offset))
             if match:
@@ -358,15 +367,6 @@ class RealServer:
                 self.kill()
                 raise ServerStartError(self._failure("printed no PORT= line in time (killed it)"))
             self.clock.sleep(0.02)
-
-    def _wait_exit(self, proc: subprocess.Popen[bytes], timeout: float) -> bool:
-        # Poll instead of proc.wait(timeout): that would block every other greenlet meanwhile.
-        deadline = self.clock.monotonic() + timeout
-        while proc.poll() is None:
-            if self.clock.monotonic() >= deadline:
-                return False
-            self.clock.sleep(0.01)
-        return True
 
     def _log_since(self, offset: int) -> bytes:
         try:
@@ -412,23 +412,23 @@ def main(argv: Sequence[str] | None = None, out: IO[str] | None = None) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix=f"topgun-{args.node_id}-"))
     server = RealServer(binary, workdir, node_id=args.node_id, port=args.port, jwt_secret=args.jwt_secret,
                         unbounded_write_behind=not args.bounded_write_behind)
-    # SIGTERM becomes KeyboardInterrupt so the node is always stopped on the way out.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
     try:
         server.start()
         print(f"URL={server.url}\nLOG={server.log_path}", file=out, flush=True)
-        assert server._proc is not None
-        server._proc.wait()  # a plain blocking wait: there are no greenlets here, and Ctrl-C interrupts it
+        # Take Ctrl-C and SIGTERM as plain values from here on (the node, already spawned, keeps
+        # the default mask), so they stop the node without a KeyboardInterrupt inside gevent.
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        while server.running:
+            if signal.sigtimedwait(stop_signals, 0.5) is not None:
+                return 0
         print(f"error: {server!r} exited on its own:\n{server.log_tail()}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        pass
     except ServerStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         server.stop()
-    return 0
 
 
 if __name__ == "__main__":
