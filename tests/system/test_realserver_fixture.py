@@ -1,14 +1,17 @@
-"""The real-server fixtures against a live topgun-server: raw msgpack frames over a WebSocket."""
+"""The real-server fixtures against a live topgun-server: raw msgpack frames over our WebSocket transport."""
 from __future__ import annotations
 
 import socket
 from typing import Any
 
+import gevent
 import msgpack
 import pytest
 
+from topgun.errors import ConnectionLost
 from topgun.testing.jwt import make_hs256_token
 from topgun.testing.realserver import RealServer, ServerStartError
+from topgun.transport.websocket import WebSocketTransport
 
 pytestmark = pytest.mark.realserver
 
@@ -16,50 +19,25 @@ TIMEOUT = 5.0
 
 
 class Peer:
-    """A raw WebSocket peer: our transport if it exists yet, else websocket-client."""
+    """Raw msgpack frames over our WebSocketTransport, with a deadline on every read."""
 
     def __init__(self, url: str) -> None:
-        try:
-            from topgun.transport.websocket import WebSocketTransport
-        except ImportError:
-            websocket = pytest.importorskip("websocket", reason="needs topgun.transport.websocket or websocket-client")
-            self._ws: Any = websocket.create_connection(url, timeout=TIMEOUT)
-            self._transport: Any = None
-        else:
-            self._transport = WebSocketTransport.connect(url, TIMEOUT)
+        self._transport = WebSocketTransport.connect(url, TIMEOUT)
 
     def send(self, frame: dict[str, Any]) -> None:
-        data = msgpack.packb(frame, use_bin_type=True)
-        if self._transport is not None:
-            self._transport.send(data)
-        else:
-            self._ws.send_binary(data)
+        self._transport.send(msgpack.packb(frame, use_bin_type=True))
 
     def recv(self) -> dict[str, Any] | None:
         """The next frame, or None once the server has closed the connection."""
-        if self._transport is not None:
-            import gevent
-
-            with gevent.Timeout(TIMEOUT):
-                try:
-                    data = self._transport.recv()
-                except ConnectionError:
-                    return None
-        else:
-            import websocket
-
+        with gevent.Timeout(TIMEOUT):
             try:
-                data = self._ws.recv()
-            except (websocket.WebSocketConnectionClosedException, ConnectionError):
+                data = self._transport.recv()
+            except ConnectionLost:
                 return None
-            data = data or None
         return None if data is None else msgpack.unpackb(data, raw=False, strict_map_key=False)
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-        else:
-            self._ws.shutdown()  # close() would wait ~2 s for the server's close frame
+        self._transport.close()
 
 
 @pytest.fixture
