@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import os
 import re
+import socket
 import struct
 from typing import Callable
 
@@ -261,9 +262,11 @@ def test_handshake_request_and_leftover_bytes_become_the_first_message() -> None
     request = sock.writes[0].decode()
     assert request.startswith("GET /a%20b?x=1 HTTP/1.1\r\n")
     assert "\r\nHost: db.example:9000\r\n" in request and "\r\nSec-WebSocket-Version: 13\r\n" in request
-    assert sock.options and list(sock.options.values()) == [1]          # TCP_NODELAY
+    assert sock.options == {(socket.IPPROTO_TCP, socket.TCP_NODELAY): 1}
     assert sock.timeout is None                                         # blocking after the handshake
     assert transport.recv() == b"early" and transport.recv() == b"second"
+    if hasattr(socket, "TCP_QUICKACK"):     # re-armed after each read: the kernel clears it
+        assert sock.options[(socket.IPPROTO_TCP, socket.TCP_QUICKACK)] == 1
     assert repr(transport) == "<WebSocketTransport ws://db.example:9000/a%20b?x=1 open>"
     assert isinstance(transport, Transport)
 
