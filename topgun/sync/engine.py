@@ -37,6 +37,7 @@ from ..clock import Clock
 from ..errors import (ClientClosed, ConnectionLost, OperationTimeout, ServerOverloaded, TopGunError,
                       TransportError)
 from ..protocol import codec
+from ..protocol.hashing import partition_id
 from ..protocol import messages as m
 from ..transport.connection import Connection
 from .provider import ConnectionProvider
@@ -68,6 +69,10 @@ class PendingWrite:
             self.result.set(value)
         else:
             self.result.set_exception(exc)
+
+
+def _partition_of(w: PendingWrite) -> int:
+    return partition_id(w.mk[1])
 
 
 class _Batch:
@@ -111,7 +116,7 @@ class SyncEngine:
         self._pause_until = 0.0
         self._ids = itertools.count(1)
         self._batch_ids = itertools.count(1)
-        self.stats = {"batches": 0, "ops_sent": 0, "resent": 0, "acked": 0, "timeouts": 0}
+        self.stats = {"batches": 0, "ops_sent": 0, "resent": 0, "acked": 0, "timeouts": 0, "server_errors": 0}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -159,6 +164,7 @@ class SyncEngine:
 
     def on_message(self, conn: Connection, msg: m.Message) -> None:
         if isinstance(msg, m.Error) and msg.code in (429, 500):
+            self.stats["server_errors"] += 1
             self._server_dropped_frames(conn, msg)
             return
         if self._on_message:
@@ -261,6 +267,10 @@ class SyncEngine:
         if held:
             queue.extendleft(reversed(held))
         for conn, writes in groups.values():
+            # The server splits a frame into one task per partition it touches; frames sorted
+            # by partition touch few, which halves its work per op and avoids its 429s.
+            # Safe for ordering: one flush never holds two writes to the same key.
+            writes.sort(key=_partition_of)
             for i in range(0, len(writes), self.batch_size):
                 self._send_batch(conn, writes[i:i + self.batch_size])
         return blocked
