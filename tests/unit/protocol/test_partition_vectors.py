@@ -1,0 +1,53 @@
+"""FNV-1a partition hashing against the 350 vectors computed by the TypeScript core (tests/golden)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from topgun.protocol.hashing import PARTITION_COUNT, fnv1a32, merkle_path, partition_id
+
+VECTORS_FILE = Path(__file__).resolve().parents[2] / "golden" / "partition_vectors.json"
+DOC: Dict[str, Any] = json.loads(VECTORS_FILE.read_text(encoding="utf-8"))
+VECTORS: List[Dict[str, Any]] = DOC["vectors"]
+
+
+def _id(v: Dict[str, Any]) -> str:
+    return f"{v['category']}:{v['key'][:12].encode('unicode_escape', 'backslashreplace').decode()}"
+
+
+def test_the_golden_file_is_complete() -> None:
+    assert DOC["partition_count"] == PARTITION_COUNT == 271
+    assert len(VECTORS) == 350
+    assert sum(1 for v in VECTORS if not v["wire_sendable"]) == 2  # lone surrogates
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=[_id(v) for v in VECTORS])
+def test_vector(vector: Dict[str, Any]) -> None:
+    key = vector["key"]
+    assert fnv1a32(key) == vector["hash_u32"]
+    assert partition_id(key) == vector["partition"]
+    assert merkle_path(key) == vector["hash_hex8"]
+    if "utf16_units" in vector:
+        assert len(vector["utf16_units"]) == vector["utf16_len"]
+    if vector.get("rust_verified_live"):
+        assert partition_id(key) == vector["rust_server_2_2_0_partition"]
+
+
+def test_cached_answers_stay_right() -> None:
+    # partition_id caches; a second pass over every key must give the same answers.
+    for vector in VECTORS:
+        assert partition_id(vector["key"]) == vector["partition"]
+
+
+def test_no_unicode_normalisation() -> None:
+    assert partition_id("caf\u00e9") == 118
+    assert partition_id("cafe\u0301") == 15
+
+
+def test_non_str_keys_are_refused() -> None:
+    for bad in (42, b"key", None, ("a",)):
+        with pytest.raises(TypeError):
+            partition_id(bad)  # type: ignore[arg-type]
