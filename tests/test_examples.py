@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pathlib
-import subprocess
 import sys
 
 import pytest
+from gevent import subprocess  # stdlib Popen misreads exit codes once gevent reaps children
 
 EXAMPLES = sorted((pathlib.Path(__file__).resolve().parent.parent / "examples").glob("[0-9]*.py"))
 
