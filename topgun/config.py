@@ -35,8 +35,15 @@ def check_url(url: object, what: str = "url") -> str:
 
 
 def _positive(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise ConfigurationError(f"{name} must be a positive number, got {value!r}")
+    # NaN compares false with everything, so "value <= 0" alone would let it through.
+    if (not isinstance(value, (int, float)) or isinstance(value, bool) or value != value
+            or value <= 0 or value == float("inf")):
+        raise ConfigurationError(f"{name} must be a positive, finite number, got {value!r}")
+
+
+def _count(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -49,8 +56,7 @@ class RetryPolicy:
     deadline_s: float = 10.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ConfigurationError(f"max_attempts must be >= 1, got {self.max_attempts!r}")
+        _count("max_attempts", self.max_attempts)
         for name in ("backoff_s", "max_backoff_s", "deadline_s"):
             _positive(name, getattr(self, name))
 
@@ -93,10 +99,7 @@ class ClusterConfig:
         for s in seeds:
             check_url(s, "seed")
         object.__setattr__(self, "seeds", seeds)
-        if (not isinstance(self.connections_per_node, int) or isinstance(self.connections_per_node, bool)
-                or self.connections_per_node < 1):
-            raise ConfigurationError(
-                f"connections_per_node must be a positive int, got {self.connections_per_node!r}")
+        _count("connections_per_node", self.connections_per_node)
         _positive("partition_map_refresh_interval", self.partition_map_refresh_interval)
 
 
@@ -130,9 +133,7 @@ class ClientConfig:
             raise ConfigurationError(
                 f"write_concern must be one of {', '.join(WRITE_CONCERNS)}, got {self.write_concern!r}")
         for name in ("batch_size", "max_in_flight"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
+            _count(name, getattr(self, name))
         if not (self.token is None or isinstance(self.token, str) or callable(self.token)):
             raise ConfigurationError("token= must be a str, a callable returning one, or None")
 

@@ -72,8 +72,6 @@ def test_bad_client_values(name: str, value: Any) -> None:
 
 @pytest.mark.parametrize("name,value", [("batch_size", True), ("max_in_flight", True),
                                          ("request_timeout", float("nan"))])
-@pytest.mark.xfail(strict=True, reason="bug: bools pass the int checks and NaN passes the positive check "
-                                      "(config.py ClientConfig.__post_init__ / _positive)")
 def test_bools_and_nan_are_not_counts_or_timeouts(name: str, value: Any) -> None:
     with pytest.raises(ConfigurationError):
         ClientConfig(url=URL, **{name: value})

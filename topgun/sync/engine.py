@@ -23,6 +23,7 @@ errors on a fresh routing view until the deadline, using tenacity.
 """
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 from collections import deque
@@ -107,6 +108,10 @@ class SyncEngine:
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self._queue: Deque[PendingWrite] = deque()
+        # Deadlines of writes not yet acknowledged, soonest first: a short deadline behind a
+        # long one still expires on time. Entries of finished writes are dropped lazily.
+        self._deadlines: List[Tuple[float, int, PendingWrite]] = []
+        self._seq = itertools.count()
         self._busy: Dict[MapKey, int] = {}
         self._inflight: Dict[int, _Batch] = {}
         self._inflight_ops = 0
@@ -190,6 +195,7 @@ class SyncEngine:
         op["id"] = str(next(self._ids))
         w = PendingWrite(op, self.clock.monotonic() + (timeout if timeout is not None else self.request_timeout))
         self._queue.append(w)
+        heapq.heappush(self._deadlines, (w.deadline, next(self._seq), w))
         self._wake.set()
         return w
 
@@ -336,6 +342,10 @@ class SyncEngine:
             return
         log.debug("resending %d writes after %s", len(alive), exc)
         self.stats["resent"] += len(alive)
+        # New ids: a late ack of the failed frame must not complete the frame that replaces
+        # it, which may hold other writes and end with the same op.
+        for w in alive:
+            w.op["id"] = str(next(self._ids))
         self._queue.extendleft(reversed(alive))
         self._wake.set()
 
@@ -347,18 +357,12 @@ class SyncEngine:
             for bid, batch in list(self._inflight.items()):
                 if batch.retry_at <= now:
                     self._batch_failed(bid, OperationTimeout("no ack within the attempt timeout"))
-            for batch in list(self._inflight.values()):
-                for w in batch.writes:
-                    if w.deadline <= now:
-                        self._expire(w)
-            expired = 0
-            for w in self._queue:
-                if w.deadline > now:
-                    break
-                self._expire(w)
-                expired += 1
-            for _ in range(expired):
-                self._queue.popleft()
+            heap = self._deadlines
+            while heap and (heap[0][0] <= now or heap[0][2].done):
+                self._expire(heapq.heappop(heap)[2])  # withdrawn: the flusher skips done writes
+            if len(heap) > 2 * (len(self._queue) + self._inflight_ops) + 1024:
+                self._deadlines = [e for e in heap if not e[2].done]
+                heapq.heapify(self._deadlines)
 
     @property
     def queued(self) -> int:
@@ -372,6 +376,9 @@ class SyncEngine:
 
     def retrying(self, deadline: float, max_attempts: int = 1000) -> Retrying:
         """Tenacity policy: retry retryable errors, waking early when routing changes."""
+        own = getattr(self.provider, "retrying", None)
+        if own is not None:  # a provider with its own failover policy (cluster: waits for newer maps)
+            return own(deadline, max_attempts)  # type: ignore[no-any-return]
         routed = [self.provider.routing_version]
 
         def before(state: RetryCallState) -> None:
