@@ -87,7 +87,7 @@ def test_bad_cluster_values(kwargs: Dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"max_attempts": 0}, {"max_attempts": -1}, {"max_attempts": 1.5},
+    {"max_attempts": 0}, {"max_attempts": -1}, {"max_attempts": 1.5}, {"max_attempts": True},
     {"backoff_s": 0}, {"max_backoff_s": -1}, {"deadline_s": 0},
 ])
 def test_bad_retry_policy(kwargs: Dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ import itertools
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import gevent
+import gevent.event
 import gevent.queue
 import pytest
 
@@ -83,6 +84,7 @@ class FakeProvider:
         self.last_error: Optional[BaseException] = None
         self.refreshes = 0
         self.closed = False
+        self.waited = gevent.event.Event()  # set once the engine has waited for routing to change
 
     def start(self, listener: Any) -> None:
         self.listener = listener
@@ -111,6 +113,7 @@ class FakeProvider:
         return self.routing.version
 
     def wait_for_change(self, since: int, timeout: float) -> bool:
+        self.waited.set()
         return self.routing.wait_for_change(since, timeout)
 
     def request_refresh(self) -> None:
@@ -266,7 +269,7 @@ def test_a_second_write_to_a_key_waits_for_the_first(rig: Rig) -> None:
 
 def test_writes_wait_offline_and_go_out_when_a_connection_appears(rig: Rig) -> None:
     writes = [rig.write(f"k{i}") for i in range(5)] + [rig.write("k0", "again")]
-    gevent.sleep(0.05)  # let the flusher try (and fail) to route them
+    assert rig.provider.waited.wait(WAIT)  # the flusher found no connection and is waiting
     assert not any(w.result.ready() for w in writes)
     assert rig.engine.queued == 6
     server = rig.connect()
@@ -303,6 +306,7 @@ def test_a_sent_write_without_ack_times_out_at_its_deadline(rig: Rig) -> None:
 
 
 def test_a_short_deadline_behind_a_long_one_still_expires_and_is_withdrawn(rig: Rig) -> None:
+    # Regression: the reaper used to expire queued writes only from the front of the queue.
     patient = rig.write("a", timeout=5.0)
     hasty = rig.write("b", timeout=0.15)
     with pytest.raises(OperationTimeout):
@@ -314,6 +318,8 @@ def test_a_short_deadline_behind_a_long_one_still_expires_and_is_withdrawn(rig: 
 
 
 def test_a_late_ack_of_a_first_attempt_does_not_complete_other_writes() -> None:
+    # Regression: a resent frame reused its last op's id, so the late ack of the first attempt
+    # completed the new frame, including writes the server had not acknowledged.
     # Keys chosen so that both frames, sorted by partition, end with "p".
     assert partition_id("a") < partition_id("b") < partition_id("p")
     rig = Rig(max_in_flight=2)
