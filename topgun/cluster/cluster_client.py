@@ -1,0 +1,404 @@
+"""ClusterClient: the ConnectionProvider for cluster mode (pool + partition map + router).
+
+How it finds and follows the cluster:
+- *Discovery.* While no pooled connection is open (at start, and after every node was
+  lost) one greenlet connects to the seeds in turn with jittered back-off, asks for the
+  PARTITION_MAP, and closes that seed connection once the pool is up. A seed that sends no
+  map within ``map_wait`` (1 s) is a standalone server (TopGun 2.2.0 never answers then): it
+  becomes one node owning every partition, so cluster mode works against one server too.
+- *Maps.* Every PARTITION_MAP (pushed or requested, from any connection) is validated and
+  applied only if its version is newer, except for the first map after every connection
+  was lost (restarted nodes count from 1 again). Applying a map connects the pool to every
+  node it lists and disconnects the nodes it dropped. A backup refresh runs every
+  ``partition_map_refresh_interval`` seconds (jittered); one refresh is in flight at a time.
+- *Failover.* A lost connection makes its node unroutable at once (routing version bump),
+  asks another node for a fresh map and lets the pool reconnect with back-off, for as long
+  as the map lists the node. The engine resends that connection's unacknowledged batches;
+  the router holds keys whose owner is down (see ``router.py``) until the map changes.
+- *Observability.* ``owner_of(key)``, ``map_version``, ``node_states()``, ``stats`` and
+  three callbacks: ``on_map_updated(pmap)``, ``on_node_connected(node_id)``,
+  ``on_node_lost(node_id, exc)`` (constructor arguments, also assignable attributes).
+
+Deliberately not here: queues, acks and resending (the SyncEngine), wire encoding.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Set
+
+import gevent
+from gevent.event import Event
+from tenacity import Retrying
+
+from ..clock import Clock
+from ..config import ClusterConfig, ReconnectPolicy
+from ..errors import ClientClosed, RemoteProtocolError, TopGunError, describe
+from ..protocol import messages as m
+from ..sync.provider import ProviderListener, Routing, backoff_delays
+from ..transport.connection import Connection
+from . import failover
+from .partition_map import LivePartitionMap, PartitionMap, single_node_map
+from .pool import CONNECTED, ConnectFn, ConnectionPool
+from .router import PartitionRouter, RoutingStats, unavailable
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ClusterClient", "NodeState"]
+
+MAP_WAIT_S = 1.0            # a seed that sends no map by then is a standalone server
+REFRESH_TIMEOUT_S = 1.0     # a map request without an answer by then no longer blocks the next one
+# currentVersion 0: always answered, also by restarted nodes whose versions are lower than ours.
+_MAP_REQUEST = m.PartitionMapRequest(current_version=0)  # type: ignore[call-arg]
+POOL_GRACE_S = 5.0          # after discovery, how long the pool may take before seeds are tried again
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """One node as the client sees it: ``state`` is CONNECTING, CONNECTED, DEGRADED or DOWN;
+    ``status`` is what the partition map says (ACTIVE, JOINING, ...)."""
+
+    node_id: str
+    url: str
+    state: str
+    status: Optional[str]
+    open_connections: int
+    reconnects: int
+    partitions: int
+    last_error: Optional[str]
+
+
+class ClusterClient:
+    """Connection provider for a TopGun cluster; reached as ``client.cluster``.
+
+    Args:
+        config: seeds, connections per node, smart routing, refresh interval, retry policy.
+        clock: the client's clock.
+        connect: ``connect(url, *, node_id, on_message, on_closed, spawn) -> Connection``.
+        reconnect: back-off between reconnect attempts to one node.
+        owner_down: ``"wait"`` (hold keys of a lost owner until the map changes) or
+            ``"forward"`` (send them through the backup or any live node meanwhile).
+        map_wait: seconds to wait for a seed's PARTITION_MAP before treating it as standalone
+            (default ``MAP_WAIT_S``, 1 s).
+        on_map_updated, on_node_connected, on_node_lost: observability callbacks.
+    """
+
+    def __init__(self, config: ClusterConfig, *, clock: Clock, connect: ConnectFn, reconnect: ReconnectPolicy,
+                 owner_down: str = "wait", map_wait: Optional[float] = None,
+                 on_map_updated: Optional[Callable[[PartitionMap], None]] = None,
+                 on_node_connected: Optional[Callable[[str], None]] = None,
+                 on_node_lost: Optional[Callable[[str, Optional[BaseException]], None]] = None,
+                 rng: Callable[[], float] = random.random) -> None:
+        self.config = config
+        self._clock = clock
+        self._connect = connect
+        self._policy = reconnect
+        self._map_wait = MAP_WAIT_S if map_wait is None else map_wait
+        self._rng = rng
+        self.on_map_updated = on_map_updated
+        self.on_node_connected = on_node_connected
+        self.on_node_lost = on_node_lost
+        self.pmap = LivePartitionMap()
+        self.stats_counters = RoutingStats()
+        self._routing = Routing()
+        self._pool = ConnectionPool(connect, clock=clock, policy=reconnect, size=config.connections_per_node,
+                                    on_connected=self._node_connected, on_connection_lost=self._connection_lost,
+                                    on_message=self._on_message, rng=rng)
+        self.router = PartitionRouter(self.pmap, self._pool, smart=config.smart_routing, owner_down=owner_down,
+                                      stats=self.stats_counters)
+        self._listener: Optional[ProviderListener] = None
+        self._closed = False
+        self._ready = Event()
+        self._refused = Event()
+        self._all_up = Event()
+        self._has_connection = Event()
+        self._no_connections = Event()
+        self._no_connections.set()
+        self._accept_any_version = True
+        self._map_refused = False
+        self._up: Set[str] = set()
+        self._refresh_until = 0.0
+        self._refresh_conn: Optional[Connection] = None
+        self._rr = itertools.count()
+        self.map_requests = 0
+        self.last_error: Optional[BaseException] = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, listener: ProviderListener) -> None:
+        """Begin discovery and the periodic refresh in the background; returns at once."""
+        self._listener = listener
+        self._pool.spawn(self._discover)
+        self._pool.spawn(self._refresh_periodically)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until a map is applied and a node is connected (then briefly for all nodes)."""
+        deadline = self._clock.monotonic() + timeout
+        gevent.wait([self._ready, self._refused], timeout=timeout, count=1)
+        if not self._ready.is_set():
+            return False  # no connection yet, or the only map we got was refused (see last_error)
+        # Give the pool a moment to reach every node, so the first writes go straight to owners.
+        self._all_up.wait(min(2.0, max(0.0, deadline - self._clock.monotonic())))
+        return True
+
+    def close(self) -> None:
+        """Close every connection and end every greenlet (discovery, refresh, readers)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._routing.bump()
+        self._pool.close()
+
+    # ------------------------------------------------------------------ discovery
+
+    def _discover(self) -> None:
+        seeds = list(self.config.seeds)
+        delays = backoff_delays(self._policy, self._rng)
+        for attempt in itertools.count():
+            if self._closed:
+                return
+            if self._pool.open_connections():
+                self._no_connections.wait()
+                continue
+            seed = seeds[attempt % len(seeds)]
+            try:
+                conn = self._connect(seed, on_message=self._on_seed_message, spawn=self._pool.spawn)
+            except TopGunError as exc:
+                self.last_error = exc
+                delay = next(delays)
+                log.info("seed %s unreachable (%s); next try in %.2fs", seed, describe(exc), delay)
+                self._clock.sleep(delay)
+                continue
+            try:
+                self._bootstrap(conn, seed)
+                # Keep the seed connection until the pool is up: it may push the next map.
+                self._has_connection.wait(POOL_GRACE_S)
+            finally:
+                conn.close()
+            if self._has_connection.is_set():
+                delays = backoff_delays(self._policy, self._rng)
+            else:
+                self._clock.sleep(next(delays))
+
+    def _bootstrap(self, conn: Connection, seed: str) -> None:
+        applied = self.pmap.applied
+        self._accept_any_version = True
+        try:
+            conn.send(_MAP_REQUEST)
+            self.map_requests += 1
+        except TopGunError as exc:
+            self.last_error = exc
+            return
+        if self.pmap.wait_for_any(applied, self._map_wait) or self._map_refused:
+            return
+        # No answer: a standalone server (TopGun 2.2.0 never answers without a cluster).
+        log.info("seed %s sent no partition map within %.1fs: using it as a single node", seed, self._map_wait)
+        self._take_map(single_node_map(seed, seed))
+
+    def _on_seed_message(self, conn: Connection, msg: m.Message) -> None:
+        if isinstance(msg, m.PartitionMap):
+            self._handle_map(conn, msg)
+
+    # ------------------------------------------------------------------ maps
+
+    def _on_message(self, conn: Connection, msg: m.Message) -> None:
+        if isinstance(msg, m.PartitionMap):
+            self._handle_map(conn, msg)
+            return
+        if self._listener is not None:
+            self._listener.on_message(conn, msg)
+
+    def _handle_map(self, conn: Connection, msg: m.PartitionMap) -> None:
+        if self._closed:
+            return
+        if conn is self._refresh_conn or self._refresh_conn is None:
+            self._refresh_until, self._refresh_conn = 0.0, None
+        try:
+            pmap = PartitionMap.from_message(msg, source=conn.node_id or conn.url)
+        except RemoteProtocolError as exc:
+            log.error("%s", exc)
+            self.last_error = exc
+            self._map_refused = True
+            self._refused.set()
+            self._routing.bump()
+            return
+        self._take_map(pmap)
+
+    def _take_map(self, pmap: PartitionMap) -> None:
+        # Accept a lower version once after every connection was lost: it comes from
+        # restarted nodes, whose versions start again from 1.
+        if not self.pmap.apply(pmap, force=self._accept_any_version):
+            return
+        self._accept_any_version = False
+        self._map_refused = False
+        self._refused.clear()
+        self._pool.update(pmap.connectable())
+        self._routing.bump()
+        self._update_ready()
+        if self._listener is not None:
+            self._listener.on_map_updated(pmap.version)
+        self._callback(self.on_map_updated, pmap)
+
+    def request_refresh(self) -> None:
+        """Ask one connected node for the partition map, unless a request is already in flight."""
+        if self._closed:
+            return
+        now = self._clock.monotonic()
+        if self._refresh_until > now:
+            return
+        conns = self._pool.routable_connections()
+        if not conns:
+            return  # discovery takes over once nothing is connected
+        conn = conns[int(self._rng() * len(conns)) % len(conns)]
+        try:
+            conn.send(_MAP_REQUEST)
+        except TopGunError:
+            return
+        self.map_requests += 1
+        self._refresh_until, self._refresh_conn = now + REFRESH_TIMEOUT_S, conn
+
+    def _refresh_periodically(self) -> None:
+        interval = self.config.partition_map_refresh_interval
+        while not self._closed:
+            self._clock.sleep(interval * (0.8 + 0.4 * self._rng()))
+            self.request_refresh()
+
+    # ------------------------------------------------------------------ pool events
+
+    def _node_connected(self, node_id: str, conn: Connection) -> None:
+        self._no_connections.clear()
+        self._has_connection.set()
+        self._routing.bump()
+        self._update_ready()
+        if self._listener is not None:
+            self._listener.on_connected(conn)
+        if node_id not in self._up:
+            self._up.add(node_id)
+            log.info("node %s connected at %s", node_id, conn.url)
+            self._callback(self.on_node_connected, node_id)
+
+    def _connection_lost(self, node_id: str, conn: Connection, exc: Optional[BaseException]) -> None:
+        if self._closed:
+            return
+        if conn is self._refresh_conn:
+            self._refresh_until, self._refresh_conn = 0.0, None
+        self._routing.bump()
+        if not self._pool.open_connections():
+            self._accept_any_version = True
+            self._has_connection.clear()
+            self._no_connections.set()
+        self._update_ready()
+        if self._listener is not None:
+            self._listener.on_disconnected(conn, exc)
+        if node_id in self._up and not self._pool.routable(node_id):
+            self._up.discard(node_id)
+            if self._pool.node(node_id) is not None:
+                self.last_error = exc
+                log.warning("lost node %s (%s); asking for a new partition map", node_id, describe(exc))
+                self.request_refresh()
+            self._callback(self.on_node_lost, node_id, exc)
+
+    def _update_ready(self) -> None:
+        live = self._pool.routable_nodes()
+        if self.pmap.current is not None and live:
+            self._ready.set()
+        else:
+            self._ready.clear()
+        nodes = self._pool.nodes.values()
+        if self.pmap.current is not None and live and all(n.state == CONNECTED for n in nodes):
+            self._all_up.set()
+        else:
+            self._all_up.clear()
+
+    def _callback(self, fn: Optional[Callable[..., None]], *args: Any) -> None:
+        if fn is None:
+            return
+        try:
+            fn(*args)
+        except Exception:  # user code must not break routing
+            log.exception("cluster callback %r failed", fn)
+
+    # ------------------------------------------------------------------ ConnectionProvider
+
+    def connection_for_key(self, key: str) -> Connection:
+        """The connection for ``key`` (owner's, or a forwarder). Raises retryable ClusterUnavailable."""
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        return self.router.route(key)
+
+    def any_connection(self) -> Connection:
+        """Some routable connection, round robin over nodes' connections."""
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        conns = self._pool.routable_connections()
+        if not conns:
+            raise unavailable("no cluster node is connected")
+        return conns[next(self._rr) % len(conns)]
+
+    def open_connections(self) -> List[Connection]:
+        return self._pool.open_connections()
+
+    @property
+    def routing_version(self) -> int:
+        return self._routing.version
+
+    def wait_for_change(self, since: int, timeout: float) -> bool:
+        return self._routing.wait_for_change(since, timeout)
+
+    def retrying(self, deadline: float, max_attempts: Optional[int] = None) -> Retrying:
+        """The failover policy for one request (used by the engine): waits for newer maps."""
+        def count(exc: BaseException) -> None:
+            self.stats_counters.retries += 1
+        return failover.retrying(self.pmap, self.config.retry, self._clock, self.request_refresh,
+                                 deadline=deadline, max_attempts=max_attempts, on_retry=count,
+                                 give_up=lambda: self._closed)
+
+    # ------------------------------------------------------------------ observability
+
+    def owner_of(self, key: str) -> Optional[str]:
+        """The node id that owns ``key`` in the current partition map (None before any map)."""
+        return self.router.owner_of(key)
+
+    @property
+    def map_version(self) -> int:
+        """The current partition map's version (-1 before any map; 0 for a standalone server)."""
+        return self.pmap.version
+
+    @property
+    def partition_map(self) -> Optional[PartitionMap]:
+        return self.pmap.current
+
+    def node_states(self) -> Dict[str, NodeState]:
+        """node id -> :class:`NodeState` for every node the pool is connected (or connecting) to."""
+        current = self.pmap.current
+        out = {}
+        for node_id, node in sorted(self._pool.nodes.items()):
+            entry = current.nodes.get(node_id) if current is not None else None
+            out[node_id] = NodeState(
+                node_id, node.url, node.state, entry.status if entry is not None else None,
+                len(node.open_conns()), node.reconnects,
+                len(current.partitions_of(node_id)) if current is not None else 0,
+                describe(node.last_error) if node.last_error is not None else None)
+        return out
+
+    @property
+    def stats(self) -> Dict[str, int]:
+        """Routing counters: direct, forwarded, misses, retries (requests retried by failover
+        plus writes the engine resent), and map_requests."""
+        counters = self.stats_counters.as_dict()
+        engine_stats = getattr(self._listener, "stats", None)
+        if isinstance(engine_stats, dict):
+            counters["retries"] += int(engine_stats.get("resent", 0))
+        counters["map_requests"] = self.map_requests
+        return counters
+
+    @property
+    def smart_routing(self) -> bool:
+        return self.router.smart
+
+    def __repr__(self) -> str:
+        mode = "smart" if self.router.smart else "dumb"
+        return (f"<ClusterClient {mode} map v{self.map_version} nodes={self._pool.routable_nodes()}"
+                f"{' closed' if self._closed else ''}>")
