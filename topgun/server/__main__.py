@@ -1,0 +1,84 @@
+"""``python -m topgun.server``: run dev-server nodes until interrupted.
+
+Whole cluster in this process::
+
+    python -m topgun.server --nodes 3 --port 0
+
+One node in this process, joining the cluster of the given seed(s)::
+
+    python -m topgun.server --node-id n2 --port 0 --seeds ws://127.0.0.1:PORT/ws
+
+Once listening (and part of the cluster's map) each node prints one flushed line
+``READY <node-id> <ws-url>``. SIGINT or SIGTERM stops every node and exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import List, Optional, Sequence
+
+import gevent
+from gevent.event import Event
+
+from .node import Node
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m topgun.server",
+                                description="Embedded TopGun dev cluster (development and tests only).")
+    p.add_argument("--nodes", type=int, default=1, help="nodes to run in this process (default 1)")
+    p.add_argument("--node-id", help="id of the (first) node; default n1 (n1..nN with --nodes)")
+    p.add_argument("--port", type=int, default=0,
+                   help="port of the first node, then port+1, ...; 0 lets the OS choose (default)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--seeds", default="", help="comma-separated ws URLs of nodes to join")
+    p.add_argument("--jwt-secret", help="require HS256 JWTs signed with this secret")
+    p.add_argument("--strict", action="store_true",
+                   help="answer writes for partitions a node does not own with NOT_OWNER")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for joining")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.nodes < 1:
+        print("error: --nodes must be >= 1", file=sys.stderr)
+        return 2
+    seeds: List[str] = [s.strip() for s in args.seeds.split(",") if s.strip()]
+    if args.node_id and args.nodes > 1:
+        ids = [f"{args.node_id}-{i}" for i in range(1, args.nodes + 1)]
+    else:
+        ids = [args.node_id] if args.node_id else [f"n{i}" for i in range(1, args.nodes + 1)]
+    stop = Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(sig, stop.set)
+    nodes: List[Node] = []
+    try:
+        for i, node_id in enumerate(ids):
+            port = args.port + i if args.port else 0
+            node = Node(node_id, host=args.host, port=port, seeds=seeds, jwt_secret=args.jwt_secret,
+                        strict=args.strict)
+            nodes.append(node)
+            node.start(timeout=args.timeout)
+            print(f"READY {node.node_id} {node.url}", flush=True)
+            if not seeds:
+                seeds = [node.url]
+        stop.wait()
+    except (TimeoutError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for node in reversed(nodes):
+            node.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,385 @@
+"""Membership: links to peer nodes, heartbeats, failure detection and request/reply between nodes.
+
+Every node keeps one *outgoing* WebSocket link to each live peer (``/cluster`` on the peer's
+client port) and sends everything for that peer on it; it receives on the peer's outgoing link
+(its incoming one). A link starts with CLUSTER_HELLO ``{nodeId, url, incarnation}`` answered by
+CLUSTER_HELLO_ACK, so a seed is just a node's URL. A new link is followed by CLUSTER_WELCOME
+(the members we know and our partition table) and CLUSTER_INTEREST (maps we have live queries
+on). Node-to-node messages are msgpack maps whose ``type`` starts with ``CLUSTER_``; they are
+internal to the dev server and not part of the client protocol.
+
+Failure detection, bounded in time:
+
+* an outgoing link that drops is redialled ``REDIAL_ATTEMPTS`` times, ``DIAL_TIMEOUT_S`` each;
+  if that fails the peer is dead (well under 1 s after a process is killed);
+* a peer we have heard nothing from for ``SUSPECT_S`` (heartbeats go every ``HEARTBEAT_S``)
+  is dead, which catches hung processes;
+* a HELLO with a new incarnation of a known node id means the old one died (restart).
+
+A death fails every request waiting on that peer and wakes the rebalancer; a heartbeat that
+shows a newer map version than ours makes us fetch that map (so a missed commit heals).
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+
+import gevent
+import msgpack
+
+from .frames import FrameSocket, FrameTooLarge, dial
+from .placement import PartitionTable
+
+if TYPE_CHECKING:
+    from .node import Node
+
+__all__ = ["Membership", "Peer", "HEARTBEAT_S", "SUSPECT_S"]
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 0.2
+SUSPECT_S = 3.0
+DIAL_TIMEOUT_S = 0.3
+REDIAL_ATTEMPTS = 2
+HELLO_TIMEOUT_S = 2.0
+JOIN_RETRY_S = 0.2
+
+Reply = Callable[[Optional[Dict[str, Any]]], None]
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+class Peer:
+    """What a node knows about one other node."""
+
+    __slots__ = ("node_id", "url", "incarnation", "out", "alive", "last_heard", "pending", "dialing")
+
+    def __init__(self, node_id: str, url: str, incarnation: str, now: float) -> None:
+        self.node_id, self.url, self.incarnation = node_id, url, incarnation
+        self.out: Optional[FrameSocket] = None
+        self.alive = True
+        self.last_heard = now
+        self.pending: Dict[int, Tuple[Reply, float]] = {}
+        self.dialing = False
+
+    def __repr__(self) -> str:
+        state = "alive" if self.alive else "dead"
+        link = "linked" if self.out is not None else "unlinked"
+        return f"<Peer {self.node_id} {self.url} {state} {link} pending={len(self.pending)}>"
+
+
+class Membership:
+    """The peers of one node and the messages between them."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.peers: Dict[str, Peer] = {}
+        self._rids = itertools.count(1)
+        self._incoming: List[FrameSocket] = []
+        self._fetching = False
+        self.max_version_seen = 0
+        self._handlers: Dict[str, Callable[[str, Dict[str, Any]], None]] = {}
+
+    def on(self, kind: str, handler: Callable[[str, Dict[str, Any]], None]) -> None:
+        self._handlers[kind] = handler
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        node = self.node
+        w, s, sy, rb = node.writer, node.subs, node.sync, node.rebalancer
+        for kind, fn in {
+            "CLUSTER_REPLY": self._on_reply, "CLUSTER_HEARTBEAT": self._on_heartbeat,
+            "CLUSTER_WELCOME": self._on_welcome, "CLUSTER_TABLE_REQUEST": self._on_table_request,
+            "CLUSTER_REPLICATE": w.on_replicate, "CLUSTER_FORWARD": w.on_forward,
+            "CLUSTER_EVENTS": s.on_events, "CLUSTER_INTEREST": s.on_interest,
+            "CLUSTER_GATHER": s.on_gather, "CLUSTER_MERKLE": sy.on_peer_merkle,
+            "CLUSTER_PREPARE": rb.on_prepare, "CLUSTER_PREPARED": rb.on_prepared,
+            "CLUSTER_COMMIT": rb.on_commit, "CLUSTER_SNAPSHOT": rb.on_snapshot,
+        }.items():
+            self.on(kind, fn)
+        if not node.seeds:
+            node.rebalancer.found_cluster()
+        else:
+            node.spawn(self._join)
+        node.spawn(self._heartbeat_loop)
+
+    def close(self) -> None:
+        """Drop every link without telling anyone (a stop is indistinguishable from a crash)."""
+        for peer in self.peers.values():
+            peer.pending = {}
+            if peer.out is not None:
+                peer.out.close()
+                peer.out = None
+        for fs in self._incoming:
+            fs.close()
+        self._incoming = []
+
+    def alive_ids(self) -> List[str]:
+        return sorted(n for n, p in self.peers.items() if p.alive)
+
+    def is_alive(self, node_id: str) -> bool:
+        if node_id == self.node.node_id:
+            return True
+        peer = self.peers.get(node_id)
+        return peer is not None and peer.alive
+
+    # -- sending
+
+    def send(self, peer_id: str, msg: Dict[str, Any]) -> bool:
+        peer = self.peers.get(peer_id)
+        if peer is None or not peer.alive or peer.out is None:
+            return False
+        return peer.out.send(_pack(msg))
+
+    def broadcast(self, msg: Dict[str, Any]) -> None:
+        data = _pack(msg)
+        for peer in self.peers.values():
+            if peer.alive and peer.out is not None:
+                peer.out.send(data)
+
+    def call(self, peer_id: str, msg: Dict[str, Any], on_reply: Reply, timeout: float) -> None:
+        """Send a request; ``on_reply(reply)`` runs once, with ``None`` on failure or timeout."""
+        peer = self.peers.get(peer_id)
+        if peer is None or not peer.alive or peer.out is None:
+            on_reply(None)
+            return
+        rid = next(self._rids)
+        msg["rid"] = rid
+        peer.pending[rid] = (on_reply, self.node.clock.monotonic() + timeout)
+        if not peer.out.send(_pack(msg)):
+            peer.pending.pop(rid, None)
+            on_reply(None)
+
+    def reply(self, peer_id: str, request: Dict[str, Any], body: Dict[str, Any]) -> None:
+        body["type"] = "CLUSTER_REPLY"
+        body["rid"] = request.get("rid")
+        self.send(peer_id, body)
+
+    def _on_reply(self, peer_id: str, msg: Dict[str, Any]) -> None:
+        peer = self.peers.get(peer_id)
+        entry = peer.pending.pop(msg.get("rid"), None) if peer is not None else None
+        if entry is not None:
+            entry[0](msg)
+
+    # -- links
+
+    def _hello(self) -> bytes:
+        node = self.node
+        return _pack({"type": "CLUSTER_HELLO", "nodeId": node.node_id, "url": node.url,
+                      "incarnation": node.incarnation})
+
+    def _dial(self, url: str) -> Peer:
+        """Open our outgoing link to the node at ``url``; returns that node's Peer.
+
+        Raises:
+            OSError: it did not answer the handshake in time.
+        """
+        node = self.node
+        fs = dial(url, "/cluster", timeout=DIAL_TIMEOUT_S, spawn=node.group.spawn,
+                  name=f"{node.node_id}->{url}")
+        try:
+            fs.send(self._hello())
+            with gevent.Timeout(HELLO_TIMEOUT_S, OSError(f"{url}: no CLUSTER_HELLO_ACK")):
+                data = fs.recv()
+            ack = _unpack(data) if isinstance(data, bytes) else None
+            if not isinstance(ack, dict) or ack.get("type") != "CLUSTER_HELLO_ACK":
+                raise OSError(f"{url}: expected CLUSTER_HELLO_ACK, got {ack!r}")
+        except BaseException:
+            fs.close()
+            raise
+        peer = self._register(str(ack["nodeId"]), str(ack["url"]), str(ack["incarnation"]), dial=False)
+        old, peer.out = peer.out, fs
+        if old is not None:
+            old.close()
+        node.spawn(self._read_outgoing, peer, fs)
+        self._link_up(peer)
+        return peer
+
+    def _link_up(self, peer: Peer) -> None:
+        node = self.node
+        members = [[node.node_id, node.url, node.incarnation]]
+        members += [[p.node_id, p.url, p.incarnation] for p in self.peers.values() if p.alive]
+        table = node.table
+        self.send(peer.node_id, {"type": "CLUSTER_WELCOME", "members": members,
+                                 "table": table.to_internal() if table.version else None})
+        node.subs.announce_to(peer.node_id)
+
+    def _ensure_link(self, peer: Peer) -> None:
+        """Dial ``peer`` unless linked; after ``REDIAL_ATTEMPTS`` failures it is dead."""
+        if peer.dialing or peer.out is not None:
+            return
+        peer.dialing = True
+        try:
+            for attempt in range(REDIAL_ATTEMPTS):
+                if self.node.stopped or not peer.alive or self.peers.get(peer.node_id) is not peer:
+                    return
+                try:
+                    self._dial(peer.url)
+                    return
+                except (OSError, gevent.Timeout) as exc:
+                    log.debug("%s: dial %s failed (%s), attempt %d", self.node.node_id, peer.node_id, exc, attempt + 1)
+                    if attempt + 1 < REDIAL_ATTEMPTS:
+                        self.node.clock.sleep(0.05)
+            self.declare_dead(peer, "unreachable")
+        finally:
+            peer.dialing = False
+
+    def _read_outgoing(self, peer: Peer, fs: FrameSocket) -> None:
+        # Peers never send on our outgoing link after the ack; reading tells us when it drops.
+        try:
+            while fs.recv() is not None:
+                pass
+        except FrameTooLarge:
+            fs.close()
+        if peer.out is fs and not self.node.stopped:
+            peer.out = None
+            log.info("%s: link to %s dropped", self.node.node_id, peer.node_id)
+            self._ensure_link(peer)
+
+    def serve_incoming(self, fs: FrameSocket) -> None:
+        """Run a peer's link to us (called by the app for ``/cluster``)."""
+        node = self.node
+        with gevent.Timeout(HELLO_TIMEOUT_S, False):
+            first = fs.recv()
+        try:
+            hello = _unpack(first) if isinstance(first, bytes) else None
+        except Exception:
+            hello = None
+        if not isinstance(hello, dict) or hello.get("type") != "CLUSTER_HELLO":
+            return  # a probe or a stray client: nothing to do
+        peer = self._register(str(hello["nodeId"]), str(hello["url"]), str(hello["incarnation"]))
+        fs.send(_pack({"type": "CLUSTER_HELLO_ACK", "nodeId": node.node_id, "url": node.url,
+                       "incarnation": node.incarnation}))
+        self._incoming.append(fs)
+        handlers, clock = self._handlers, node.clock
+        try:
+            while not node.stopped:
+                data = fs.recv()
+                if data is None or self.peers.get(peer.node_id) is not peer:
+                    return
+                try:
+                    msg = _unpack(data)
+                    peer.last_heard = clock.monotonic()
+                    if not peer.alive:
+                        self._register(peer.node_id, peer.url, peer.incarnation)
+                    handler = handlers.get(msg.get("type"))
+                    if handler is not None:
+                        handler(peer.node_id, msg)
+                except Exception:
+                    log.exception("%s: bad message from %s", node.node_id, peer.node_id)
+        except FrameTooLarge:
+            return
+        finally:
+            if fs in self._incoming:
+                self._incoming.remove(fs)
+
+    def _register(self, node_id: str, url: str, incarnation: str, dial: bool = True) -> Peer:
+        node = self.node
+        now = node.clock.monotonic()
+        peer = self.peers.get(node_id)
+        if peer is not None and peer.incarnation == incarnation:
+            peer.last_heard = now
+            if not peer.alive:
+                log.info("%s: %s is back", node.node_id, node_id)
+                peer.alive = True
+                node.rebalancer.wake()
+            if dial and peer.out is None:
+                node.spawn(self._ensure_link, peer)
+            return peer
+        if peer is not None:
+            self.declare_dead(peer, "restarted with a new incarnation")
+        peer = self.peers[node_id] = Peer(node_id, url, incarnation, now)
+        log.info("%s: met %s at %s", node.node_id, node_id, url)
+        node.rebalancer.wake()
+        if dial:
+            node.spawn(self._ensure_link, peer)
+        return peer
+
+    def declare_dead(self, peer: Peer, why: str) -> None:
+        if not peer.alive:
+            return
+        peer.alive = False
+        log.info("%s: %s is dead (%s)", self.node.node_id, peer.node_id, why)
+        if peer.out is not None:
+            out, peer.out = peer.out, None
+            out.close()
+        pending, peer.pending = peer.pending, {}
+        for on_reply, _deadline in pending.values():
+            on_reply(None)
+        self.node.subs.forget_peer(peer.node_id)
+        self.node.rebalancer.wake()
+
+    # -- joining and heartbeats
+
+    def _join(self) -> None:
+        node = self.node
+        while not node.stopped and not node.ready.is_set():
+            for seed in node.seeds:
+                try:
+                    self._dial(seed)
+                    break
+                except (OSError, gevent.Timeout) as exc:
+                    log.info("%s: seed %s not reachable: %s", node.node_id, seed, exc)
+            if node.ready.wait(1.0 if self.peers else JOIN_RETRY_S):
+                return
+
+    def _heartbeat_loop(self) -> None:
+        node, clock = self.node, self.node.clock
+        while not node.stopped:
+            clock.sleep(HEARTBEAT_S)
+            self.tick(clock.monotonic())
+
+    def tick(self, now: float) -> None:
+        """One heartbeat round: send heartbeats, detect silent peers, expire requests."""
+        node = self.node
+        beat = _pack({"type": "CLUSTER_HEARTBEAT", "version": node.table.version})
+        for peer in list(self.peers.values()):
+            if not peer.alive:
+                continue
+            if peer.out is not None:
+                peer.out.send(beat)
+            elif not peer.dialing:
+                node.spawn(self._ensure_link, peer)
+            if now - peer.last_heard > SUSPECT_S:
+                self.declare_dead(peer, f"silent for {SUSPECT_S:.0f} s")
+                continue
+            expired = [rid for rid, (_cb, deadline) in peer.pending.items() if deadline < now]
+            for rid in expired:
+                entry = peer.pending.pop(rid, None)
+                if entry is not None:
+                    entry[0](None)
+
+    def _on_heartbeat(self, peer_id: str, msg: Dict[str, Any]) -> None:
+        version = int(msg.get("version") or 0)
+        self.max_version_seen = max(self.max_version_seen, version)
+        if version > self.node.table.version and not self._fetching:
+            self._fetching = True
+
+            def got(reply: Optional[Dict[str, Any]]) -> None:
+                self._fetching = False
+                if reply is not None and reply.get("table"):
+                    self.node.rebalancer.adopt_committed(PartitionTable.from_internal(reply["table"]))
+
+            self.call(peer_id, {"type": "CLUSTER_TABLE_REQUEST"}, got, timeout=2.0)
+
+    def _on_table_request(self, peer_id: str, msg: Dict[str, Any]) -> None:
+        table = self.node.table
+        self.reply(peer_id, msg, {"table": table.to_internal() if table.version else None})
+
+    def _on_welcome(self, peer_id: str, msg: Dict[str, Any]) -> None:
+        node = self.node
+        for node_id, url, incarnation in msg.get("members") or ():
+            if node_id != node.node_id:
+                known = self.peers.get(node_id)
+                if known is None or known.incarnation != incarnation:
+                    self._register(node_id, url, incarnation)
+        if msg.get("table"):
+            node.rebalancer.adopt_committed(PartitionTable.from_internal(msg["table"]))
+
+    def __repr__(self) -> str:
+        return f"<Membership {self.node.node_id} alive={self.alive_ids()} peers={len(self.peers)}>"

@@ -1,0 +1,353 @@
+"""Node: one dev-server node. Owns its store, client connections, greenlets and partition table.
+
+A node serves clients on ``/ws`` and ``/`` and its peers on ``/cluster``, all on one port.
+Client frames are decoded here and dispatched to the module that handles them: writes to
+:class:`~topgun.server.writes.Writer`, live queries to
+:class:`~topgun.server.subscriptions.Subscriptions`, Merkle sync to
+:class:`~topgun.server.sync.MerkleSync`; AUTH, PING and PARTITION_MAP_REQUEST are answered
+here. Membership and partition moves live in ``membership.py`` and ``rebalance.py``.
+
+Every greenlet the node starts (the accept loop, one handler and one writer per socket,
+heartbeats, retries, migrations) is spawned into ``node.group``; :meth:`Node.stop` closes every
+socket and kills the group, so nothing outlives the node.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import gevent
+import msgpack
+from gevent.event import Event
+from gevent.pool import Pool
+
+from topgun.clock import Clock, GeventClock
+from topgun.protocol import codec
+from topgun.protocol.hashing import PARTITION_COUNT
+from topgun.protocol.hlc import HLC
+
+from . import app as _app
+from .auth import verify_hs256
+from .connection import ClientConnection
+from .frames import FrameSocket, FrameTooLarge
+from .membership import Membership
+from .placement import PartitionTable
+from .rebalance import Rebalancer
+from .store import Store
+from .subscriptions import Subscriptions
+from .sync import MerkleSync
+from .writes import APPLIED, LEVEL_NAMES, LEVELS, WRITE_DEADLINE_S, BadFrame, Unsupported, Writer, parse_ops
+
+__all__ = ["Node"]
+
+log = logging.getLogger(__name__)
+
+# Known message types the dev server does not implement: answered with ERROR 501.
+UNSUPPORTED = frozenset({
+    "TOPIC_SUB", "TOPIC_UNSUB", "TOPIC_PUB", "LOCK_REQUEST", "LOCK_RELEASE", "COUNTER_REQUEST",
+    "COUNTER_SYNC", "ORMAP_SYNC_INIT", "ORMAP_MERKLE_REQ_BUCKET", "ORMAP_DIFF_REQUEST",
+    "ORMAP_PUSH_DIFF", "SEARCH", "SEARCH_SUB", "SEARCH_UNSUB", "HYBRID_SEARCH", "HYBRID_SEARCH_SUB",
+    "HYBRID_SEARCH_UNSUB", "VECTOR_SEARCH", "SQL_QUERY", "ENTRY_PROCESS", "ENTRY_PROCESS_BATCH",
+    "REGISTER_RESOLVER", "UNREGISTER_RESOLVER", "LIST_RESOLVERS", "JOURNAL_READ",
+    "JOURNAL_SUBSCRIBE", "JOURNAL_UNSUBSCRIBE"})
+
+
+class Node:
+    """One node of the dev cluster.
+
+    Args:
+        node_id: unique, without ``:``.
+        host: listen address (loopback by default; the dev server is not for networks).
+        port: 0 picks a free port; see :attr:`port` after :meth:`start`.
+        seeds: ws URLs of nodes of the cluster to join; empty starts a new cluster.
+        jwt_secret: run in JWT mode (HS256 with this secret) instead of no-auth mode.
+        strict: answer writes for partitions this node does not own with ERROR NOT_OWNER
+            instead of forwarding them.
+        clock: time source for heartbeats and deadlines.
+        incarnation: tells this run of ``node_id`` from earlier ones; random by default.
+    """
+
+    def __init__(self, node_id: str, *, host: str = "127.0.0.1", port: int = 0,
+                 seeds: Sequence[str] = (), jwt_secret: Optional[str] = None, strict: bool = False,
+                 clock: Optional[Clock] = None, incarnation: Optional[str] = None) -> None:
+        if not node_id or ":" in node_id or "/" in node_id:
+            raise ValueError(f"bad node id {node_id!r}")
+        self.node_id = node_id
+        self.host = host
+        self.requested_port = port
+        self.port = 0
+        self.seeds = tuple(seeds)
+        self.jwt_secret = jwt_secret
+        self.strict = strict
+        self.clock: Clock = clock if clock is not None else GeventClock()
+        self.incarnation = incarnation or os.urandom(6).hex()
+        self.hlc = HLC(node_id, now_ms=self.clock.now_ms)
+        self.store = Store()
+        self.group = Pool(None)  # unbounded; a Pool because gevent servers need one to spawn into
+        self.conns: Dict[int, ClientConnection] = {}
+        self._cids = itertools.count(1)
+        # Version 0 owns nothing: writes wait (and retry) until a real map arrives.
+        self.table = PartitionTable(0, 0, {}, ("",) * PARTITION_COUNT, ((),) * PARTITION_COUNT)
+        self.repl_targets: Tuple[Tuple[str, ...], ...] = ((),) * PARTITION_COUNT
+        self._table_event = Event()
+        self.ready = Event()
+        self.stopped = False
+        self.server: Any = None
+        self.writer = Writer(self)
+        self.subs = Subscriptions(self)
+        self.sync = MerkleSync(self)
+        self.membership = Membership(self)
+        self.rebalancer = Rebalancer(self)
+        self._handlers: Dict[str, Callable[[ClientConnection, Dict[str, Any]], None]] = {
+            "CLIENT_OP": self._on_client_op, "OP_BATCH": self._on_op_batch, "PING": self._on_ping,
+            "AUTH": lambda conn, d: None, "PARTITION_MAP_REQUEST": self._on_map_request,
+            "QUERY_SUB": self.subs.on_query_sub, "QUERY_UNSUB": self.subs.on_query_unsub,
+            "SYNC_INIT": self.sync.on_sync_init, "MERKLE_REQ_BUCKET": self.sync.on_bucket,
+            "QUERY_SYNC_INIT": self.sync.on_query_sync_init, "BATCH": self._on_batch,
+        }
+
+    # -- lifecycle
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}/ws"
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> gevent.Greenlet:
+        return self.group.spawn(fn, *args)
+
+    def start(self, timeout: float = 15.0) -> "Node":
+        """Listen, then join the cluster of ``seeds`` (or found one); returns when in the map.
+
+        Raises:
+            TimeoutError: the node was not part of a partition map within ``timeout``.
+        """
+        self.server = _app.make_server(self)
+        self.server.start()
+        self.port = self.server.server_port
+        self.membership.start()
+        self.rebalancer.start()
+        if not self.ready.wait(timeout):
+            self.stop()
+            raise TimeoutError(f"{self.node_id} did not join the cluster of {list(self.seeds)} in {timeout}s")
+        log.info("node %s ready at %s (map v%d)", self.node_id, self.url, self.table.version)
+        return self
+
+    def stop(self) -> None:
+        """Close every socket and kill every greenlet of this node; idempotent, never graceful."""
+        if self.stopped:
+            return
+        self.stopped = True
+        if self.server is not None:
+            self.server.close()
+        self.membership.close()
+        for conn in list(self.conns.values()):
+            conn.fs.close()
+        self.group.kill(block=True, timeout=2.0)
+        self.conns.clear()
+        log.info("node %s stopped", self.node_id)
+
+    kill = stop
+
+    # -- the partition table
+
+    def adopt(self, table: PartitionTable) -> bool:
+        """Switch to a newer table: recompute replication targets, push the map to clients."""
+        if table.version <= self.table.version:
+            return False
+        self.table = table
+        self.recompute_targets()
+        if self.node_id in table.nodes:
+            self.ready.set()
+        event, self._table_event = self._table_event, Event()
+        event.set()
+        frame = table.client_frame()
+        for conn in list(self.conns.values()):
+            if conn.authed and not conn.closed:
+                conn.send(frame)
+                conn.map_version_sent = table.version
+        log.info("node %s adopted partition map v%d (%d nodes)", self.node_id, table.version, len(table.nodes))
+        return True
+
+    def recompute_targets(self) -> None:
+        me, table, prepared = self.node_id, self.table, self.rebalancer.prepared
+        targets = []
+        for pid in range(PARTITION_COUNT):
+            holders = set(table.holders(pid))
+            if prepared is not None:
+                holders.update(prepared.holders(pid))
+            holders.discard(me)
+            targets.append(tuple(sorted(holders)))
+        self.repl_targets = tuple(targets)
+
+    def wait_for_table(self, version: int, timeout: float) -> bool:
+        """Block until the table is newer than ``version`` (True) or ``timeout`` passes."""
+        if self.table.version > version:
+            return True
+        return self._table_event.wait(timeout)
+
+    def owner_of_pid(self, pid: int) -> str:
+        return self.table.owners[pid]
+
+    # -- client connections
+
+    def serve_client(self, fs: FrameSocket) -> None:
+        """Run one client socket until it closes (called by the WebSocket app)."""
+        conn = ClientConnection(next(self._cids), fs, authed=self.jwt_secret is None)
+        self.conns[conn.cid] = conn
+        try:
+            if self.jwt_secret is not None:
+                conn.send_wire({"type": "AUTH_REQUIRED"})
+            elif len(self.table.nodes) > 1:
+                conn.send(self.table.client_frame())
+                conn.map_version_sent = self.table.version
+            while not self.stopped:
+                try:
+                    data = fs.recv()
+                except FrameTooLarge as exc:
+                    log.info("closing client #%d: %s", conn.cid, exc)
+                    break
+                if data is None:
+                    break
+                self.handle_frame(conn, data)
+        finally:
+            self.conns.pop(conn.cid, None)
+            self.subs.drop_connection(conn)
+            fs.close(flush=True)
+
+    def handle_frame(self, conn: ClientConnection, data: Any) -> None:
+        if isinstance(data, str):
+            if conn.authed:
+                conn.error(400, "text frames are not supported; send msgpack in binary frames")
+            return
+        try:
+            d = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        except Exception:  # msgpack raises many unrelated types on garbage
+            d = None
+        if type(d) is not dict or type(d.get("type")) is not str:
+            if conn.authed:
+                conn.error(400, "undecodable frame: expected a msgpack map with a string 'type'")
+            return
+        kind = d["type"]
+        if not conn.authed:
+            if kind == "AUTH":
+                self._on_auth(conn, d)
+            return  # everything else is dropped until AUTH succeeds, as on the real server
+        handler = self._handlers.get(kind)
+        try:
+            if handler is None:
+                if kind in UNSUPPORTED:
+                    raise Unsupported(f"{kind} is not implemented by the dev server")
+                raise BadFrame(f"unknown or server-only message type {kind!r}")
+            handler(conn, d)
+        except Unsupported as exc:
+            conn.error(501, str(exc), {"lastId": exc.last_id} if exc.last_id else None)
+        except BadFrame as exc:
+            conn.error(400, str(exc), {"lastId": exc.last_id} if exc.last_id else None)
+        except Exception as exc:  # a bug must not take the connection down
+            log.exception("node %s: error handling %s", self.node_id, kind)
+            conn.error(500, f"internal error: {type(exc).__name__}")
+
+    # -- handlers
+
+    def _on_auth(self, conn: ClientConnection, d: Dict[str, Any]) -> None:
+        assert self.jwt_secret is not None
+        user = verify_hs256(d.get("token"), self.jwt_secret, self.clock.now_ms() / 1000.0)
+        if user is None:
+            conn.send_wire({"type": "AUTH_FAIL", "error": "Authentication failed"})
+            conn.fs.close(flush=True)
+            return
+        conn.authed, conn.user_id = True, user
+        conn.send_wire({"type": "AUTH_ACK", "userId": user})
+        if len(self.table.nodes) > 1:
+            conn.send(self.table.client_frame())
+            conn.map_version_sent = self.table.version
+
+    def _on_ping(self, conn: ClientConnection, d: Dict[str, Any]) -> None:
+        ts = d.get("timestamp")
+        if type(ts) is float and ts.is_integer():
+            ts = int(ts)
+        if type(ts) is not int:
+            raise BadFrame("PING needs an integer timestamp")
+        conn.send_wire({"type": "PONG", "timestamp": ts, "serverTime": self.clock.now_ms()})
+
+    def _on_map_request(self, conn: ClientConnection, d: Dict[str, Any]) -> None:
+        p = d.get("payload")
+        current = p.get("currentVersion") if isinstance(p, dict) else None
+        if current is None:
+            current = 0
+        if type(current) not in (int, float):
+            raise BadFrame("currentVersion must be a number")
+        if current < self.table.version:
+            conn.send(self.table.client_frame())
+            conn.map_version_sent = self.table.version
+
+    def _on_batch(self, conn: ClientConnection, d: Dict[str, Any]) -> None:
+        data = d.get("data")
+        if type(data) is not bytes:
+            raise BadFrame("BATCH needs bin data")
+        for frame in codec.unpack_batch(data):
+            self.handle_frame(conn, frame)
+
+    def _on_client_op(self, conn: ClientConnection, d: Dict[str, Any]) -> None:
+        p = d.get("payload")
+        if type(p) is not dict:
+            raise BadFrame("CLIENT_OP needs a payload map")
+        op_id = p.get("id")
+        self._write(conn, [p], None, op_id if type(op_id) is str else "unknown")
+
+    def _on_op_batch(self, conn: ClientConnection, d: Dict[str, Any]) -> None:
+        p = d.get("payload")
+        ops = p.get("ops") if type(p) is dict else None
+        if type(ops) is not list:
+            raise BadFrame("OP_BATCH needs payload.ops")
+        last = ops[-1].get("id") if ops and type(ops[-1]) is dict else None
+        last_id = last if type(last) is str else "unknown"
+        if not ops:
+            conn.send_wire({"type": "OP_ACK", "payload": {"lastId": "unknown"}})
+            return
+        self._write(conn, ops, p.get("writeConcern"), last_id)
+
+    def _write(self, conn: ClientConnection, ops: list, batch_wc: Any, last_id: str) -> None:
+        try:
+            writes, level = parse_ops(ops, self.hlc.now)
+        except BadFrame as exc:
+            exc.last_id = last_id
+            raise
+        if batch_wc is not None:
+            if type(batch_wc) is not str or batch_wc not in LEVELS:
+                raise BadFrame(f"unknown writeConcern {batch_wc!r}", last_id)
+            level = max(level, LEVELS[batch_wc])
+        if level < 0:
+            level = APPLIED
+        table = self.table
+        foreign = [w for w in writes if table.owners[w[0]] != self.node_id]
+        if foreign:
+            if self.strict:
+                pid = foreign[0][0]
+                conn.error("NOT_OWNER", f"partition {pid} is owned by {table.owners[pid]}", {
+                    "partitionId": pid, "mapVersion": table.version,
+                    "currentOwner": table.owners[pid], "lastId": last_id})
+                return
+            if conn.hinted_version != table.version:
+                conn.send(table.client_frame())  # so a client routing "dumb" can correct itself
+                conn.hinted_version = table.version
+
+        def done(achieved: Optional[int]) -> None:
+            if conn.closed:
+                return
+            if achieved is None:
+                conn.error(503, "write not confirmed by the partition owner before the deadline",
+                           {"lastId": last_id})
+                return
+            conn.send_wire({"type": "OP_ACK", "payload": {
+                "lastId": last_id, "achievedLevel": LEVEL_NAMES.get(achieved, "APPLIED")}})
+
+        self.writer.write(writes, level, (self.node_id, conn.cid), done,
+                          self.clock.monotonic() + WRITE_DEADLINE_S)
+
+    def __repr__(self) -> str:
+        state = "stopped" if self.stopped else ("ready" if self.ready.is_set() else "starting")
+        where = self.url if self.port else "unbound"
+        return f"<Node {self.node_id} {where} {state} v{self.table.version} conns={len(self.conns)}>"

@@ -1,0 +1,197 @@
+"""In-memory LWW maps, one store per node, split by partition; pure data (no IO, no time).
+
+A record is the tuple ``(ts, value, ttl_ms, live)`` with ``ts = (millis, counter, node_id)``.
+:meth:`Store.apply` keeps the record with the greater timestamp (last-writer-wins); an equal
+timestamp changes nothing, so resending a write is harmless. A remove leaves a tombstone
+(``live=False``) so an older put arriving later cannot bring the key back; tombstones are never
+returned by reads, queries or the Merkle trees.
+
+Merkle trees (WIRE.md 8.2) are built lazily, one per (map, partition), the first time a sync
+request needs one, and kept up to date on every later write to that map and partition. Maps
+nobody syncs therefore cost nothing per write. Item hash: ``fnv1a("key:millis:counter:nodeId")``;
+path: ``merkle_path(key)``; depth 3; every node's hash is the wrapping u32 sum of its items.
+
+A *write* is the list ``[pid, map, key, millis, counter, node_id, value, ttl, live]``: the unit
+that is replicated, forwarded and snapshotted between nodes (msgpack-friendly, no dicts).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+
+from topgun.protocol.hashing import PARTITION_COUNT, fnv1a32, merkle_path
+
+__all__ = ["Store", "MerkleTree", "NO_CHANGE", "item_hash", "Record"]
+
+MASK = 0xFFFFFFFF
+Record = Tuple[Tuple[int, int, str], Any, Optional[int], bool]
+NO_CHANGE: Any = object()
+_ABSENT = None
+
+_paths: Dict[str, str] = {}
+
+
+def _path(key: str) -> str:
+    p = _paths.get(key)
+    if p is None:
+        if len(_paths) > 500_000:
+            _paths.clear()
+        p = _paths[key] = merkle_path(key)
+    return p
+
+
+def item_hash(key: str, ts: Tuple[int, int, str]) -> int:
+    return fnv1a32(f"{key}:{ts[0]}:{ts[1]}:{ts[2]}")
+
+
+class MerkleTree:
+    """Sums of item hashes for every path prefix of length 0..3 in one (map, partition)."""
+
+    __slots__ = ("sums", "counts", "leaves", "items")
+
+    def __init__(self) -> None:
+        self.sums: Dict[str, int] = {}
+        self.counts: Dict[str, int] = {}
+        self.leaves: Dict[str, Set[str]] = {}
+        self.items: Dict[str, int] = {}
+
+    def update(self, key: str, ts: Optional[Tuple[int, int, str]]) -> None:
+        """Set the key's item (``ts=None`` removes it)."""
+        old = self.items.pop(key, None)
+        path = _path(key)
+        if old is not None:
+            self._adjust(path, -old, -1)
+            leaf = self.leaves[path[:3]]
+            leaf.discard(key)
+            if not leaf:
+                del self.leaves[path[:3]]
+        if ts is not None:
+            h = item_hash(key, ts)
+            self.items[key] = h
+            self._adjust(path, h, 1)
+            self.leaves.setdefault(path[:3], set()).add(key)
+
+    def _adjust(self, path: str, delta: int, count: int) -> None:
+        sums, counts = self.sums, self.counts
+        for i in range(4):
+            p = path[:i]
+            c = counts.get(p, 0) + count
+            if c:
+                counts[p] = c
+                sums[p] = (sums.get(p, 0) + delta) & MASK
+            else:
+                counts.pop(p, None)
+                sums.pop(p, None)
+
+    @property
+    def root(self) -> int:
+        return self.sums.get("", 0)
+
+    def children(self, path: str) -> Dict[str, int]:
+        """Hashes of the non-empty children of ``path`` (len 0..2), keyed by child hex char."""
+        out = {}
+        for c in "0123456789abcdef":
+            p = path + c
+            if p in self.counts:
+                out[c] = self.sums[p]
+        return out
+
+    def exists(self, path: str) -> bool:
+        return path in self.counts
+
+
+class _MapPart:
+    __slots__ = ("records", "tree")
+
+    def __init__(self) -> None:
+        self.records: Dict[str, Record] = {}
+        self.tree: Optional[MerkleTree] = None
+
+
+class Store:
+    """All maps of one node: ``parts[pid][map_name]`` holds that partition's records."""
+
+    def __init__(self) -> None:
+        self.parts: List[Dict[str, _MapPart]] = [{} for _ in range(PARTITION_COUNT)]
+
+    # -- writes
+
+    def apply(self, pid: int, map_name: str, key: str, ts: Tuple[int, int, str], value: Any,
+              ttl: Optional[int], live: bool) -> Any:
+        """LWW-merge one record; the previous record (or ``None``) if it won, else ``NO_CHANGE``."""
+        maps = self.parts[pid]
+        mp = maps.get(map_name)
+        if mp is None:
+            mp = maps[map_name] = _MapPart()
+        records = mp.records
+        old = records.get(key)
+        if old is not None and old[0] >= ts:
+            return NO_CHANGE
+        records[key] = (ts, value, ttl, live)
+        tree = mp.tree
+        if tree is not None and (live or (old is not None and old[3])):
+            tree.update(key, ts if live else None)
+        return old
+
+    def apply_writes(self, writes: List[List[Any]]) -> None:
+        """Merge replicated or snapshotted writes (no events)."""
+        apply = self.apply
+        for w in writes:
+            apply(w[0], w[1], w[2], (w[3], w[4], w[5]), w[6], w[7], w[8])
+
+    # -- reads
+
+    def get(self, pid: int, map_name: str, key: str) -> Optional[Record]:
+        mp = self.parts[pid].get(map_name)
+        return None if mp is None else mp.records.get(key)
+
+    def live_items(self, map_name: str, pids: Any) -> Iterator[Tuple[str, Record]]:
+        """Every live (key, record) of ``map_name`` in the given partitions."""
+        parts = self.parts
+        for pid in pids:
+            mp = parts[pid].get(map_name)
+            if mp is not None:
+                for key, rec in mp.records.items():
+                    if rec[3]:
+                        yield key, rec
+
+    def has_map(self, map_name: str) -> bool:
+        return any(map_name in maps for maps in self.parts)
+
+    def tree(self, pid: int, map_name: str) -> Optional[MerkleTree]:
+        """The Merkle tree of one (map, partition), built on first use; ``None`` if no such map."""
+        mp = self.parts[pid].get(map_name)
+        if mp is None:
+            return None
+        if mp.tree is None:
+            tree = MerkleTree()
+            for key, rec in mp.records.items():
+                if rec[3]:
+                    tree.update(key, rec[0])
+            mp.tree = tree
+        return mp.tree
+
+    def leaf_records(self, pid: int, map_name: str, leaf: str) -> List[Tuple[str, Record]]:
+        tree = self.tree(pid, map_name)
+        if tree is None:
+            return []
+        records = self.parts[pid][map_name].records
+        return [(k, records[k]) for k in sorted(tree.leaves.get(leaf, ()))]
+
+    # -- whole partitions (migration)
+
+    def snapshot(self, pid: int) -> List[List[Any]]:
+        """Every record of the partition, tombstones included, as writes."""
+        out = []
+        for map_name, mp in self.parts[pid].items():
+            for key, (ts, value, ttl, live) in mp.records.items():
+                out.append([pid, map_name, key, ts[0], ts[1], ts[2], value, ttl, live])
+        return out
+
+    def count(self, pid: Optional[int] = None) -> int:
+        """Live records in one partition (or all)."""
+        pids = range(PARTITION_COUNT) if pid is None else (pid,)
+        return sum(1 for p in pids for mp in self.parts[p].values() for r in mp.records.values() if r[3])
+
+    def __repr__(self) -> str:
+        maps = {m for maps in self.parts for m in maps}
+        return f"<Store maps={len(maps)}>"

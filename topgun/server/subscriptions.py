@@ -1,0 +1,244 @@
+"""Live queries and change events: QUERY_SUB / QUERY_RESP / QUERY_UPDATE / QUERY_UNSUB, SERVER_EVENT.
+
+Delivery rules (WIRE.md 6-7): a connection gets a SERVER_EVENT for a write only if it holds a
+QUERY_SUB on that map, once per connection however many queries it has there, and never for
+its own writes; then one QUERY_UPDATE per query whose match changed or still holds (ENTER,
+UPDATE, LEAVE with ``value`` None). ``sort``/``limit`` are not re-evaluated for updates.
+
+In a cluster the owner applies a write and computes its events; it sends them (with the old
+value, so ENTER/UPDATE/LEAVE can be decided) to every node that has announced interest in the
+map with CLUSTER_INTEREST, so subscribers anywhere see writes made through any node. Initial
+results are gathered from every owner (CLUSTER_GATHER); updates that arrive while a query's
+first answer is still being gathered are held back and sent right after its QUERY_RESP.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
+
+from topgun.protocol import codec
+
+from .queries import Query, QueryError
+from .store import MASK, item_hash
+from .writes import BadFrame
+
+if TYPE_CHECKING:
+    from .connection import ClientConnection
+    from .node import Node
+
+__all__ = ["Subscriptions"]
+
+log = logging.getLogger(__name__)
+
+# An event between nodes: [key, "PUT"|"REMOVE", record wire dict or None, old live?, old value]
+Event = List[Any]
+Item = Tuple[str, Any, Tuple[int, int, str]]
+
+
+def _record_wire(w: List[Any]) -> Dict[str, Any]:
+    return {"value": w[6], "timestamp": {"millis": w[3], "counter": w[4], "nodeId": w[5]}, "ttlMs": w[7]}
+
+
+class Subscriptions:
+    """Every live query on one node, and the maps other nodes want events for."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        # map name -> connection -> {queryId: Query}
+        self.by_map: Dict[str, Dict["ClientConnection", Dict[str, Query]]] = {}
+        self.peer_interest: Dict[str, Set[str]] = {}
+        self.interested: Set[str] = set()   # maps with local subscribers or interested peers
+        self.pending: Dict[Tuple[int, str], List[bytes]] = {}
+        self._announced: Set[str] = set()
+
+    # -- client requests
+
+    def on_query_sub(self, conn: "ClientConnection", d: Dict[str, Any]) -> None:
+        p = d.get("payload")
+        if not isinstance(p, dict):
+            raise BadFrame("QUERY_SUB needs a payload")
+        qid, map_name, fields = p.get("queryId"), p.get("mapName"), p.get("fields")
+        if type(qid) is not str or type(map_name) is not str:
+            raise BadFrame("QUERY_SUB needs string queryId and mapName")
+        if fields is not None and (type(fields) is not list or not all(type(f) is str for f in fields)):
+            raise BadFrame("QUERY_SUB fields must be a list of strings")
+        try:
+            query = Query(p.get("query"), fields)
+        except QueryError as exc:
+            raise BadFrame(f"bad query: {exc}") from None
+        self.unsubscribe(conn, qid)
+        conn.queries[qid] = (map_name, query)
+        conns = self.by_map.setdefault(map_name, {})
+        conns.setdefault(conn, {})[qid] = query
+        self.pending[(conn.cid, qid)] = []
+        self._interest_changed()
+
+        def answer(items: List[Item]) -> None:
+            held = self.pending.pop((conn.cid, qid), None)
+            if conn.queries.get(qid, (None, None))[1] is not query or conn.closed:
+                return
+            hits, has_more = query.run(items)
+            root = 0
+            for key, _value, ts in hits:
+                root = (root + item_hash(key, ts)) & MASK
+            payload: Dict[str, Any] = {"queryId": qid,
+                                       "results": [{"key": k, "value": query.project(v)} for k, v, _ in hits]}
+            if has_more:
+                payload["hasMore"] = True
+            payload["merkleRootHash"] = root
+            conn.send_wire({"type": "QUERY_RESP", "payload": payload})
+            for frame in held or ():
+                conn.send_event(frame)
+
+        self.gather(map_name, query.raw, answer)
+
+    def on_query_unsub(self, conn: "ClientConnection", d: Dict[str, Any]) -> None:
+        p = d.get("payload")
+        qid = p.get("queryId") if isinstance(p, dict) else None
+        if type(qid) is not str:
+            raise BadFrame("QUERY_UNSUB needs a string queryId")
+        self.unsubscribe(conn, qid)
+
+    def unsubscribe(self, conn: "ClientConnection", qid: str) -> None:
+        entry = conn.queries.pop(qid, None)
+        self.pending.pop((conn.cid, qid), None)
+        if entry is None:
+            return
+        conns = self.by_map.get(entry[0])
+        if conns is not None:
+            queries = conns.get(conn)
+            if queries is not None:
+                queries.pop(qid, None)
+                if not queries:
+                    del conns[conn]
+            if not conns:
+                del self.by_map[entry[0]]
+                self._interest_changed()
+
+    def drop_connection(self, conn: "ClientConnection") -> None:
+        for qid in list(conn.queries):
+            self.unsubscribe(conn, qid)
+
+    # -- gathering current values from every owner
+
+    def gather(self, map_name: str, query: Dict[str, Any], done: Callable[[List[Item]], None]) -> None:
+        """Call ``done(items)`` with the query's matches from every partition owner."""
+        node = self.node
+        by_owner: Dict[str, List[int]] = {}
+        for pid, owner in enumerate(node.table.owners):
+            by_owner.setdefault(owner, []).append(pid)
+        items: List[Item] = list(self.local_matches(map_name, query, by_owner.pop(node.node_id, [])))
+        state = [len(by_owner)]
+        if not by_owner:
+            done(items)
+            return
+
+        def on_reply(reply: Optional[Dict[str, Any]]) -> None:
+            if reply is not None:
+                items.extend((k, v, (m, c, n)) for k, v, m, c, n in reply.get("items", ()))
+            state[0] -= 1
+            if state[0] == 0:
+                done(items)
+
+        for owner, pids in by_owner.items():
+            node.membership.call(owner, {"type": "CLUSTER_GATHER", "map": map_name, "query": query,
+                                         "pids": pids}, on_reply, timeout=3.0)
+
+    def local_matches(self, map_name: str, query: Dict[str, Any], pids: List[int]) -> List[Item]:
+        q = Query(query)
+        items = [(k, rec[1], rec[0]) for k, rec in self.node.store.live_items(map_name, pids)]
+        return q.run(items)[0]
+
+    def on_gather(self, peer: str, msg: Dict[str, Any]) -> None:
+        try:
+            items = self.local_matches(msg["map"], msg.get("query") or {}, msg["pids"])
+        except (QueryError, KeyError, TypeError):
+            items = []
+        self.node.membership.reply(peer, msg, {"items": [[k, v, ts[0], ts[1], ts[2]] for k, v, ts in items]})
+
+    # -- events
+
+    def publish(self, changed: List[Tuple[List[Any], Any]], origin: Tuple[str, int]) -> None:
+        """Events for writes this node applied as owner; ``old`` is the previous record or None."""
+        by_map: Dict[str, List[Event]] = {}
+        for w, old in changed:
+            live_old = old is not None and old[3]
+            by_map.setdefault(w[1], []).append(
+                [w[2], "PUT" if w[8] else "REMOVE", _record_wire(w) if w[8] else None,
+                 live_old, old[1] if live_old else None])
+        me = self.node.node_id
+        for map_name, events in by_map.items():
+            if map_name in self.by_map:
+                self.deliver(map_name, events, origin)
+            for peer, maps in self.peer_interest.items():
+                if map_name in maps and peer != me:
+                    self.node.membership.send(peer, {"type": "CLUSTER_EVENTS", "map": map_name,
+                                                     "events": events, "origin": list(origin)})
+
+    def on_events(self, peer: str, msg: Dict[str, Any]) -> None:
+        origin = msg.get("origin") or ("", 0)
+        self.deliver(msg["map"], msg["events"], (origin[0], origin[1]))
+
+    def deliver(self, map_name: str, events: List[Event], origin: Tuple[str, int]) -> None:
+        conns = self.by_map.get(map_name)
+        if not conns:
+            return
+        skip_cid = origin[1] if origin[0] == self.node.node_id else None
+        encode = codec.encode_wire
+        frames = []
+        for key, kind, record, _old_live, _old in events:
+            payload = {"mapName": map_name, "eventType": kind, "key": key}
+            if record is not None:
+                payload["record"] = record
+            frames.append(encode({"type": "SERVER_EVENT", "payload": payload}))
+        for conn, queries in list(conns.items()):
+            if conn.cid == skip_cid or conn.closed:
+                continue
+            for frame, (key, kind, record, old_live, old) in zip(frames, events):
+                conn.send_event(frame)
+                for qid, query in queries.items():
+                    was = old_live and query.match(old)
+                    now = kind == "PUT" and query.match(record["value"])
+                    if now:
+                        update = {"queryId": qid, "key": key, "value": query.project(record["value"]),
+                                  "changeType": "UPDATE" if was else "ENTER"}
+                    elif was:
+                        update = {"queryId": qid, "key": key, "value": None, "changeType": "LEAVE"}
+                    else:
+                        continue
+                    data = encode({"type": "QUERY_UPDATE", "payload": update})
+                    held = self.pending.get((conn.cid, qid))
+                    if held is not None:
+                        held.append(data)
+                    else:
+                        conn.send_event(data)
+
+    # -- interest between nodes
+
+    def _interest_changed(self) -> None:
+        self._recompute()
+        local = set(self.by_map)
+        if local != self._announced:
+            self._announced = local
+            self.node.membership.broadcast({"type": "CLUSTER_INTEREST", "maps": sorted(local)})
+
+    def announce_to(self, peer: str) -> None:
+        self.node.membership.send(peer, {"type": "CLUSTER_INTEREST", "maps": sorted(self.by_map)})
+
+    def on_interest(self, peer: str, msg: Dict[str, Any]) -> None:
+        self.peer_interest[peer] = set(msg.get("maps") or ())
+        self._recompute()
+
+    def forget_peer(self, peer: str) -> None:
+        if self.peer_interest.pop(peer, None) is not None:
+            self._recompute()
+
+    def _recompute(self) -> None:
+        maps = set(self.by_map)
+        for peer_maps in self.peer_interest.values():
+            maps |= peer_maps
+        self.interested = maps
+
+    def __repr__(self) -> str:
+        n = sum(len(q) for conns in self.by_map.values() for q in conns.values())
+        return f"<Subscriptions queries={n} maps={len(self.by_map)} peers={len(self.peer_interest)}>"
