@@ -265,8 +265,6 @@ def test_handshake_request_and_leftover_bytes_become_the_first_message() -> None
     assert sock.options == {(socket.IPPROTO_TCP, socket.TCP_NODELAY): 1}
     assert sock.timeout is None                                         # blocking after the handshake
     assert transport.recv() == b"early" and transport.recv() == b"second"
-    if hasattr(socket, "TCP_QUICKACK"):     # re-armed after each read: the kernel clears it
-        assert sock.options[(socket.IPPROTO_TCP, socket.TCP_QUICKACK)] == 1
     assert repr(transport) == "<WebSocketTransport ws://db.example:9000/a%20b?x=1 open>"
     assert isinstance(transport, Transport)
 
@@ -311,6 +309,19 @@ def test_connect_errors_are_translated_with_cause() -> None:
 def test_bad_urls_are_configuration_errors(url: str, fragment: str) -> None:
     with pytest.raises(ConfigurationError, match=fragment):
         WebSocketTransport.connect(url, 1.0, socket_module=FakeSocketModule())
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux only")
+def test_quickack_only_while_several_messages_are_unanswered() -> None:
+    sock = FakeSocket(incoming=[server_frame(b"r1"), server_frame(b"r2"), server_frame(b"r3")])
+    transport = connect(sock)
+    quickack = (socket.IPPROTO_TCP, socket.TCP_QUICKACK)
+    transport.send(b"q1")
+    assert transport.recv() == b"r1"
+    assert quickack not in sock.options      # request/response: our next request carries the ACK
+    transport.send_many([b"q2", b"q3"])
+    assert transport.recv() == b"r2"
+    assert sock.options[quickack] == 1       # pipelined: ACK at once or the server's Nagle waits 40 ms
 
 
 def test_many_buffered_frames_cost_one_read() -> None:

@@ -5,8 +5,9 @@ monkey-patching), performs the HTTP/1.1 upgrade and returns a :class:`~topgun.tr
 that sends and receives whole binary messages. Reads are buffered: one ``recv`` syscall is parsed
 into as many frames as it holds, so a burst of small replies costs one syscall, not three per frame.
 
-TCP: TCP_NODELAY on connect, and TCP_QUICKACK after every read on Linux (see ``_fill``: without it
-a burst of pipelined requests to the TopGun server stalls about 44 ms on Nagle plus delayed ACK).
+TCP: TCP_NODELAY on connect; on Linux, TCP_QUICKACK before a read while several sent messages are
+unanswered (see ``_fill``: without it a pipelined burst to the TopGun server stalls about 44 ms on
+the server's Nagle plus our delayed ACK).
 
 What it handles: masked client frames, 7/16/64-bit lengths, fragmented (continuation) messages,
 ping -> pong, close -> close reply, a message size limit on both directions, and text frames,
@@ -224,6 +225,7 @@ class WebSocketTransport:
             self._parser.feed(leftover)
         self._send_lock = gevent.lock.Semaphore()
         self._closed = False
+        self._unanswered = 0    # messages sent minus binary messages received, floored at 0
 
     @classmethod
     def connect(cls, url: str, timeout: float, *, socket_module: Any = None,
@@ -286,6 +288,7 @@ class WebSocketTransport:
         if len(data) > self.max_message_size:
             raise LocalProtocolError(f"message of {len(data)} bytes exceeds the {self.max_message_size}-byte limit")
         self._write(self._writer.frame(data))
+        self._unanswered += 1
 
     def send_many(self, frames: list[bytes]) -> None:
         """Send several binary messages with one ``sendall``; all are size-checked before any is sent.
@@ -300,6 +303,7 @@ class WebSocketTransport:
                 raise LocalProtocolError(f"message of {len(data)} bytes exceeds the {limit}-byte limit")
         frame = self._writer.frame
         self._write(b"".join([frame(data) for data in frames]))
+        self._unanswered += len(frames)
 
     def recv(self) -> bytes | None:
         """Block this greenlet until the next binary message arrives.
@@ -325,6 +329,8 @@ class WebSocketTransport:
                 continue
             opcode, payload = message
             if opcode == OP_BINARY:
+                if self._unanswered:
+                    self._unanswered -= 1
                 return payload
             if opcode == OP_PING:
                 self._reply(self._writer.frame(payload, OP_PONG))
@@ -374,6 +380,17 @@ class WebSocketTransport:
 
     def _fill(self) -> None:
         """One socket read into the parser; returns quietly if close() interrupted it."""
+        if self._unanswered > 1 and _TCP_QUICKACK is not None:
+            # The TopGun server (like gevent-websocket) leaves Nagle on: with two or more replies
+            # due, it holds the second until we ACK the first, and Linux delays that ACK by
+            # 40 ms, so a pipelined burst stalls ~44 ms. QUICKACK makes the kernel ACK at once
+            # (and the kernel clears it again, hence per read). Only when several messages are
+            # unanswered: in request/response use the ACK rides on our next request, while
+            # QUICKACK would add an ACK packet per reply (2 segments out per round trip, not 1).
+            try:
+                self._sock.setsockopt(gsocket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+            except OSError:
+                pass
         try:
             data = self._sock.recv(min(max(self._parser.missing, _CHUNK), _MAX_READ))
         except OSError as exc:
@@ -386,15 +403,6 @@ class WebSocketTransport:
                 return
             self._abort()
             raise ConnectionLost(f"{self.url} closed the TCP connection without a WebSocket close")
-        if _TCP_QUICKACK is not None:
-            # The TopGun server (like gevent-websocket) leaves Nagle on: after its first reply
-            # it holds the next ones until we ACK, and Linux delays that ACK by 40 ms. So a
-            # burst of pipelined requests stalls ~44 ms unless we ACK at once. The kernel
-            # clears QUICKACK by itself, hence once per read (one syscall per read, not per frame).
-            try:
-                self._sock.setsockopt(gsocket.IPPROTO_TCP, _TCP_QUICKACK, 1)
-            except OSError:
-                pass
         self._parser.feed(data)
 
     def _shutdown(self, code: int) -> None:
