@@ -40,7 +40,9 @@ def _cmp(a: Any, b: Any) -> Optional[int]:
 
 
 def _like(pattern: str) -> "re.Pattern[str]":
-    return re.compile("".join(".*" if ch == "%" else re.escape(ch) for ch in pattern), re.DOTALL)
+    # SQL LIKE as 2.2.0 does it: % any run, _ one character, case-insensitive.
+    parts = {"%": ".*", "_": "."}
+    return re.compile("".join(parts.get(ch) or re.escape(ch) for ch in pattern), re.DOTALL | re.IGNORECASE)
 
 
 def _field(attr: str) -> Callable[[Any], Any]:
@@ -86,7 +88,7 @@ def compile_predicate(node: Any) -> Match:
     if op == "eq":
         return on_map(lambda x: x is not _MISSING and _eq(x, want))
     if op == "neq":
-        return on_map(lambda x: x is _MISSING or not _eq(x, want))
+        return on_map(lambda x: x is not _MISSING and not _eq(x, want))
     if op in ("gt", "gte", "lt", "lte"):
         ok = {"gt": (1,), "gte": (0, 1), "lt": (-1,), "lte": (-1, 0)}[op]
         return on_map(lambda x: _cmp(x, want) in ok)
@@ -105,8 +107,8 @@ def compile_predicate(node: Any) -> Match:
     if op == "in":
         options = list(want) if isinstance(want, (list, tuple)) else []
         return on_map(lambda x: x is not _MISSING and any(_eq(x, o) for o in options))
-    if op == "isNull":
-        return lambda v: isinstance(v, dict) and get(v) in (_MISSING, None)
+    if op == "isNull":  # 2.2.0: a missing field, a null, and a value that is not a map all count
+        return lambda v: get(v) in (_MISSING, None)
     if op == "isNotNull":
         return lambda v: isinstance(v, dict) and get(v) not in (_MISSING, None)
     if op in ("containsAll", "containsAny"):
@@ -121,13 +123,10 @@ def compile_predicate(node: Any) -> Match:
 
 
 def _bounds(want: Any) -> Tuple[Any, Any]:
+    # Only [low, high] (inclusive); any other shape matches nothing, as on 2.2.0.
     if isinstance(want, (list, tuple)) and len(want) == 2:
         return want[0], want[1]
-    if isinstance(want, dict):
-        lo = want.get("from", want.get("min", want.get("low")))
-        hi = want.get("to", want.get("max", want.get("high")))
-        return lo, hi
-    raise QueryError("'between' needs value [low, high]")
+    return _MISSING, _MISSING
 
 
 def _sort_key(attr: str) -> Callable[[Tuple[str, Any]], Tuple[int, Any]]:
@@ -139,7 +138,7 @@ def _sort_key(attr: str) -> Callable[[Tuple[str, Any]], Tuple[int, Any]]:
             return (1, v)
         if isinstance(v, bool):
             return (2, v)
-        return (3, 0)
+        return (3, 0) if v is None else (4, 0)  # null before missing; both last in ascending order
     return key
 
 

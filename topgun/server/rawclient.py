@@ -103,6 +103,16 @@ class RawClient:
                 return out
             out.append(msg)
 
+    def wait_closed(self, timeout: float = 5.0) -> bool:
+        """Read (and discard) until the server closes the connection; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.recv(deadline - time.monotonic())
+            except EOFError:
+                return True
+        return False
+
     def request(self, msg: Dict[str, Any], kind: str, timeout: float = 2.0,
                 where: Optional[Callable[[Dict[str, Any]], bool]] = None) -> Dict[str, Any]:
         self.send(msg)
