@@ -34,7 +34,7 @@ from gevent.pool import Pool
 from ..clock import Clock, GeventClock
 from ..errors import ConfigurationError
 from .pacing import parse_pacing
-from .report import DEFAULT_THRESHOLDS, evaluate_thresholds, progress_line
+from .report import DEFAULT_THRESHOLDS, evaluate_thresholds, parse_threshold, progress_line
 from .runner import Runner, User
 from .stats import LatencyHistogram
 from .targets import EmbeddedTarget, RealServerTarget, SeedsTarget, Target, UrlTarget
@@ -97,6 +97,8 @@ class BenchOptions:
         if self.duration <= 0:
             raise ConfigurationError(f"duration must be > 0 s, got {self.duration!r}")
         parse_pacing(self.pacing)
+        for text in self.thresholds:
+            parse_threshold(text)
 
     @property
     def cluster_mode(self) -> bool:
