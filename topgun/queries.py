@@ -113,6 +113,9 @@ class Subscription:
         self.conn: Any = None
         self.closed = False
         self.resubscribes = 0
+        # Updates that arrive while a QUERY_SUB's answer is on its way: the server sends the ones
+        # it held right behind QUERY_RESP, and the reader delivers them before _subscribe resumes.
+        self._held: Optional[List[m.QueryUpdate]] = None
 
     # called by the client --------------------------------------------------------
 
@@ -128,10 +131,15 @@ class Subscription:
             self.conn = conn
             return reply  # type: ignore[no-any-return]
 
-        reply = self._client._engine.call(attempt, timeout=timeout)
+        self._held = []
+        try:
+            reply = self._client._engine.call(attempt, timeout=timeout)
+        finally:
+            held, self._held = self._held, None
         fresh = {r["key"]: r.get("value") for r in reply.results}
         if initial:
             self.results = fresh
+            self._replay(held)
             return
         old, self.results = self.results, dict(fresh)
         for key, value in fresh.items():
@@ -142,9 +150,17 @@ class Subscription:
         for key in old:
             if key not in fresh:
                 self._emit(Change(key, None, "LEAVE"))
+        self._replay(held)
+
+    def _replay(self, held: List[m.QueryUpdate]) -> None:
+        for update in held:  # newer than the results they arrived behind
+            self._deliver(update)
 
     def _deliver(self, update: m.QueryUpdate) -> None:
         if self.closed:
+            return
+        if self._held is not None:
+            self._held.append(update)
             return
         if update.change_type == "LEAVE":
             self.results.pop(update.key, None)
