@@ -43,6 +43,7 @@ SUSPECT_S = 3.0
 DIAL_TIMEOUT_S = 0.3
 REDIAL_ATTEMPTS = 2
 HELLO_TIMEOUT_S = 2.0
+MAX_BACKLOG = 10_000
 JOIN_RETRY_S = 0.2
 
 Reply = Callable[[Optional[Dict[str, Any]]], None]
@@ -56,7 +57,7 @@ def _unpack(data: bytes) -> Any:
 class Peer:
     """What a node knows about one other node."""
 
-    __slots__ = ("node_id", "url", "incarnation", "out", "alive", "last_heard", "pending", "dialing")
+    __slots__ = ("node_id", "url", "incarnation", "out", "alive", "last_heard", "pending", "dialing", "backlog")
 
     def __init__(self, node_id: str, url: str, incarnation: str, now: float) -> None:
         self.node_id, self.url, self.incarnation = node_id, url, incarnation
@@ -65,6 +66,8 @@ class Peer:
         self.last_heard = now
         self.pending: Dict[int, Tuple[Reply, float]] = {}
         self.dialing = False
+        # Frames sent while the link is being (re)established; flushed when it is up.
+        self.backlog: List[bytes] = []
 
     def __repr__(self) -> str:
         state = "alive" if self.alive else "dead"
@@ -132,26 +135,34 @@ class Membership:
 
     def send(self, peer_id: str, msg: Dict[str, Any]) -> bool:
         peer = self.peers.get(peer_id)
-        if peer is None or not peer.alive or peer.out is None:
+        if peer is None or not peer.alive:
             return False
-        return peer.out.send(_pack(msg))
+        return self._send(peer, _pack(msg))
+
+    def _send(self, peer: Peer, data: bytes) -> bool:
+        if peer.out is not None:
+            return peer.out.send(data)
+        if len(peer.backlog) >= MAX_BACKLOG:
+            return False
+        peer.backlog.append(data)
+        return True
 
     def broadcast(self, msg: Dict[str, Any]) -> None:
         data = _pack(msg)
         for peer in self.peers.values():
-            if peer.alive and peer.out is not None:
-                peer.out.send(data)
+            if peer.alive:
+                self._send(peer, data)
 
     def call(self, peer_id: str, msg: Dict[str, Any], on_reply: Reply, timeout: float) -> None:
         """Send a request; ``on_reply(reply)`` runs once, with ``None`` on failure or timeout."""
         peer = self.peers.get(peer_id)
-        if peer is None or not peer.alive or peer.out is None:
+        if peer is None or not peer.alive:
             on_reply(None)
             return
         rid = next(self._rids)
         msg["rid"] = rid
         peer.pending[rid] = (on_reply, self.node.clock.monotonic() + timeout)
-        if not peer.out.send(_pack(msg)):
+        if not self._send(peer, _pack(msg)):
             peer.pending.pop(rid, None)
             on_reply(None)
 
@@ -198,6 +209,9 @@ class Membership:
             old.close()
         node.spawn(self._read_outgoing, peer, fs)
         self._link_up(peer)
+        backlog, peer.backlog = peer.backlog, []
+        for data in backlog:
+            fs.send(data)
         return peer
 
     def _link_up(self, peer: Peer) -> None:
@@ -300,6 +314,13 @@ class Membership:
             node.spawn(self._ensure_link, peer)
         return peer
 
+    def learn(self, nodes: Dict[str, Tuple[str, str]]) -> None:
+        """Register (and dial) every node of a map we do not know yet, by its url and incarnation."""
+        for node_id, (url, incarnation) in nodes.items():
+            known = self.peers.get(node_id)
+            if node_id != self.node.node_id and (known is None or known.incarnation != incarnation):
+                self._register(node_id, url, incarnation)
+
     def declare_dead(self, peer: Peer, why: str) -> None:
         if not peer.alive:
             return
@@ -308,7 +329,7 @@ class Membership:
         if peer.out is not None:
             out, peer.out = peer.out, None
             out.close()
-        pending, peer.pending = peer.pending, {}
+        pending, peer.pending, peer.backlog = peer.pending, {}, []
         for on_reply, _deadline in pending.values():
             on_reply(None)
         self.node.subs.forget_peer(peer.node_id)

@@ -10,7 +10,7 @@ Not here: subscriptions and delivery (``subscriptions.py``), and ``cursor``/``gr
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 __all__ = ["Query", "QueryError", "MAX_RESULTS"]
 

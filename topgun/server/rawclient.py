@@ -5,9 +5,9 @@ share a hub with an :class:`~topgun.server.EmbeddedCluster`). Not part of the cl
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Dict, List, Optional
 
-import time
 import msgpack
 from gevent.pool import Pool
 from gevent.queue import Empty, Queue

@@ -144,6 +144,7 @@ class Rebalancer:
         node.membership.max_version_seen = max(node.membership.max_version_seen, new.version)
         if new.version <= node.table.version or (self.prepared and self.prepared.version >= new.version):
             return
+        node.membership.learn(new.nodes)  # a joiner may not have dialled us yet
         # Install the union of old and new holders as replication targets *before* taking any
         # snapshot: every write is then either in the snapshot or sent to the new holder.
         self.prepared = new

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
 import pytest
 
@@ -386,8 +386,9 @@ def test_15_mib_frame_is_accepted(server_factory, raw):
 
 
 def test_batch_envelope_frames_are_processed(server_factory, raw):
-    import msgpack
     import struct
+
+    import msgpack
     client = raw(server_factory().url)
     inner = [msgpack.packb({"type": "PING", "timestamp": n}) for n in (1, 2)]
     data = b"".join(struct.pack(">I", len(b)) + b for b in inner)
