@@ -7,7 +7,6 @@ SIGKILLs it by pid.
 from __future__ import annotations
 
 import socket
-import struct
 import sys
 import time
 from typing import Any, Callable, Iterator
@@ -148,7 +147,8 @@ class SmallSendBuffer:
         return sock
 
 
-def test_pipelined_burst_does_not_stall_on_delayed_ack(server: str, transports: Callable[..., WebSocketTransport]) -> None:
+def test_pipelined_burst_does_not_stall_on_delayed_ack(
+        server: str, transports: Callable[..., WebSocketTransport]) -> None:
     # The server leaves Nagle on, so its second reply waits for our ACK of the first; without
     # TCP_QUICKACK Linux delays that ACK and every burst takes ~44 ms instead of well under 1 ms.
     t = transports(server)
@@ -194,7 +194,8 @@ def test_server_close_returns_none(server: str, transports: Callable[..., WebSoc
         t.send(b"after close")
 
 
-def test_tcp_drop_without_close_frame_is_connection_lost(server: str, transports: Callable[..., WebSocketTransport]) -> None:
+def test_tcp_drop_without_close_frame_is_connection_lost(
+        server: str, transports: Callable[..., WebSocketTransport]) -> None:
     t = transports(server + "/drop")
     t.send(b"hello")
     with pytest.raises(ConnectionLost):

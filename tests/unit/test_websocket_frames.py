@@ -18,12 +18,20 @@ from typing import Callable
 import gevent
 import pytest
 
-from topgun.errors import (ConfigurationError, ConnectionLost, ConnectTimeout, LocalProtocolError,
-                           RemoteProtocolError)
+from topgun.errors import ConfigurationError, ConnectionLost, ConnectTimeout, LocalProtocolError, RemoteProtocolError
 from topgun.transport.base import DEFAULT_MAX_MESSAGE_SIZE, Transport
 from topgun.transport.memory import memory_pair
-from topgun.transport.websocket import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, FrameParser,
-                                        FrameWriter, WebSocketTransport)
+from topgun.transport.websocket import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameParser,
+    FrameWriter,
+    WebSocketTransport,
+)
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -291,6 +299,17 @@ def test_handshake_failures_raise_connection_lost_and_close_the_socket(
     with pytest.raises(ConnectionLost, match=re.escape(fragment)):
         connect(sock)
     assert sock.closed
+
+
+def test_importing_the_transport_patches_nothing() -> None:
+    import gevent.monkey
+    assert not gevent.monkey.is_anything_patched()
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0, None])
+def test_timeout_must_be_positive(timeout: float) -> None:
+    with pytest.raises(ConfigurationError, match="timeout"):
+        WebSocketTransport.connect("ws://h/", timeout, socket_module=FakeSocketModule())
 
 
 def test_connect_errors_are_translated_with_cause() -> None:

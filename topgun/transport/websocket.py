@@ -37,8 +37,7 @@ import gevent
 import gevent.lock
 from gevent import socket as gsocket
 
-from topgun.errors import (ConfigurationError, ConnectionLost, ConnectTimeout, LocalProtocolError,
-                           RemoteProtocolError)
+from topgun.errors import ConfigurationError, ConnectionLost, ConnectTimeout, LocalProtocolError, RemoteProtocolError
 from topgun.transport.base import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = ["WebSocketTransport", "FrameWriter", "FrameParser",
@@ -247,7 +246,7 @@ class WebSocketTransport:
             ConnectionLost: the connection was refused or dropped, or the handshake failed.
         """
         host, port, host_header, resource = _parse_url(url)
-        if not timeout > 0:
+        if not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
         if max_message_size < 1:
             raise ConfigurationError(f"max_message_size must be >= 1, got {max_message_size!r}")
@@ -464,7 +463,7 @@ def _handshake(sock: Any, host_header: str, resource: str, url: str) -> bytes:
     end = -1
     while end < 0:
         if len(buf) > _MAX_HANDSHAKE:
-            raise ConnectionLost(f"WebSocket handshake with {url} failed: response headers exceed {_MAX_HANDSHAKE} bytes")
+            raise ConnectionLost(f"WebSocket handshake with {url} failed: headers exceed {_MAX_HANDSHAKE} bytes")
         chunk = sock.recv(4096)
         if not chunk:
             raise ConnectionLost(f"{url} closed the connection during the WebSocket handshake")
