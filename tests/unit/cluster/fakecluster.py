@@ -49,6 +49,8 @@ class FakeCluster:
         self.owners = self._assign(self.members)
         self.greenlets: List[gevent.Greenlet] = []
         self.on_op: Optional[Callable[[FakeNode, Dict[str, Any]], None]] = None
+        # (key, value) updates sent right behind each QUERY_RESP, as a server sends the ones it held
+        self.updates_behind_resp: List[Tuple[str, Any]] = []
 
     @staticmethod
     def _assign(members: List[str]) -> List[str]:
@@ -144,7 +146,14 @@ class FakeCluster:
             elif kind == "QUERY_SUB":
                 p = d["payload"]
                 results = [{"key": k, "value": v} for (mp, k), v in sorted(self.store.items()) if mp == p["mapName"]]
-                self._send(t, {"type": "QUERY_RESP", "payload": {"queryId": p["queryId"], "results": results}})
+                frames = [{"type": "QUERY_RESP", "payload": {"queryId": p["queryId"], "results": results}}]
+                frames += [{"type": "QUERY_UPDATE", "payload": {"queryId": p["queryId"], "key": k, "value": v,
+                                                                "changeType": "ENTER"}}
+                           for k, v in self.updates_behind_resp]
+                try:
+                    t.send_many([codec.encode_wire(f) for f in frames])   # one burst, like one TCP read
+                except ConnectionLost:
+                    pass
 
     def close(self) -> None:
         for node in self.nodes.values():

@@ -210,7 +210,7 @@ def test_reconnects_after_every_node_restarts_with_lower_versions(fake_cluster: 
         fc.revive(n)
     users.set("after", 2, timeout=3.0)                              # same application code
     wait_until(lambda: client.cluster.map_version == 1)
-    assert sorted(connected) == ["a", "b"]
+    wait_until(lambda: sorted(connected) == ["a", "b"])
 
 
 def test_periodic_refresh_keeps_one_request_in_flight(fake_cluster: Any, client_factory: Any) -> None:
@@ -219,6 +219,24 @@ def test_periodic_refresh_keeps_one_request_in_flight(fake_cluster: Any, client_
     gevent.sleep(0.3)
     # Unanswered requests block the next one for REFRESH_TIMEOUT_S (1 s): at most 2 in 0.3 s.
     assert 1 <= fc.nodes["a"].map_requests <= 2
+
+
+def test_updates_right_behind_the_query_answer_are_kept(fake_cluster: Any, client_factory: Any) -> None:
+    fc = fake_cluster(["a", "b"])
+    fc.store[("chat", "old")] = 1
+    fc.updates_behind_resp = [("held", 2)]
+    client = client_factory(fc)
+    changes: List[Any] = []
+    sub = client.map("chat").subscribe(changes.append)
+    assert sub.results == {"old": 1, "held": 2}
+    node = sub.conn.node_id
+    fc.store[("chat", "held")] = 2
+    fc.updates_behind_resp = [("held-again", 3)]
+    fc.kill(node)                                   # resubscribes on the other node
+    wait_until(lambda: sub.resubscribes == 1)
+    assert sub.results == {"old": 1, "held": 2, "held-again": 3}
+    assert [c.kind for c in changes if c.key == "held-again"] == ["ENTER"]
+    sub.close()
 
 
 def test_client_close_ends_every_greenlet(fake_cluster: Any) -> None:
