@@ -10,10 +10,10 @@ from typing import Any, List
 
 import gevent
 import pytest
+from serverside import arrival_order, record_arrivals, where_arrived
+from steadyload import SteadyLoad, percentile, wait_for
 
 import topgun
-from conftest import arrival_order, record_arrivals, where_arrived
-from steadyload import SteadyLoad, percentile, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
