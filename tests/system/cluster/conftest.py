@@ -13,19 +13,19 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1] / "integration" / "cluster"))   # steadyload.py
 
-from procs import ProcCluster  # noqa: E402
-
 
 @pytest.fixture
-def proc_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., ProcCluster]]:
+def proc_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """``start(nodes) -> ProcessCluster`` (topgun.server.process); stops every node it started."""
+    from topgun.server.process import ProcessCluster
     from topgun.testing.plugin import attach_logs
-    started: List[ProcCluster] = []
+    started: List[ProcessCluster] = []
 
-    def start(nodes: int = 3) -> ProcCluster:
-        cluster = ProcCluster(nodes, tmp_path)
+    def start(nodes: int = 3) -> ProcessCluster:
+        cluster = ProcessCluster(nodes, log_dir=tmp_path)
         started.append(cluster)
         cluster.start(timeout=30.0)
-        for node in cluster.nodes.values():
+        for node in cluster.processes.values():
             attach_logs(request, node)
         return cluster
 
