@@ -108,3 +108,16 @@ def test_rebalance_on_an_in_process_cluster(tmp_path: Path) -> None:
     assert add and add[0]["ok"] and add[0]["node"] == "n4"
     assert doc["map_version_after"] > doc["map_version_before"]
     assert doc["lost"] == 0
+
+
+@pytest.mark.system
+def test_failover_on_process_nodes_kills_restarts_and_loses_nothing(tmp_path: Path) -> None:
+    rc, stdout, stderr, doc = bench(tmp_path, "failover", "--embedded", "3", "--kills", "2", "--down-for", "0.5",
+                                    "--no-default-thresholds", "--threshold", "lost==0",
+                                    "--threshold", "unrecovered_kills==0", *short("--duration", "4"), timeout=180)
+    assert rc == 0, stdout + stderr
+    assert_complete(doc, "failover")
+    assert doc["target"]["kind"] == "embedded-processes"
+    assert len(doc["recovery_s"]) == 2 and all(r is not None for r in doc["recovery_s"])
+    assert len(doc["chaos"]) == 2 and doc["lost"] == 0 and doc["checked_keys"] > 0
+    assert "client" in doc["cpu"]["cpu_cores"]

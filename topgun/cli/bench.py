@@ -70,6 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     report.add_argument("--label", default="", help="a free-form label stored in the JSON")
     report.add_argument("--tick", type=float, default=1.0, help="seconds between progress lines")
     report.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    report.add_argument("--server-pid", dest="server_pids", type=int, action="append", default=[], metavar="PID",
+                        help="also report the CPU use of this server process (repeatable)")
 
 
 def register(subparsers: Any) -> None:
@@ -89,7 +91,8 @@ def build_options(args: argparse.Namespace) -> Any:
         smart_routing=args.smart_routing, connections_per_node=args.connections_per_node, map_name=args.map_name,
         ramp_up=args.ramp_up, pacing=args.pacing, request_timeout=args.request_timeout, verify=args.verify,
         kills=args.kills, down_for=args.down_for, add_at=args.add_at, thresholds=tuple(args.thresholds),
-        default_thresholds=args.default_thresholds, tick=args.tick, seed=args.seed, label=args.label)
+        default_thresholds=args.default_thresholds, tick=args.tick, seed=args.seed, label=args.label,
+        server_pids=tuple(args.server_pids))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -89,6 +89,11 @@ def format_table(doc: Dict[str, Any]) -> str:
         ("latency p99 ms", doc.get("p99_ms")),
         ("latency max ms", doc.get("max_ms")),
     ]
+    cpu = doc.get("cpu", {})
+    if cpu.get("cpu_cores"):
+        rows.append(("CPU cores used", ", ".join(f"{k} {v:.2f}" for k, v in cpu["cpu_cores"].items())))
+    if cpu.get("loadavg_end"):
+        rows.append(("load average (end)", " ".join(str(x) for x in cpu["loadavg_end"])))
     if doc.get("errors_by_type"):
         rows.append(("errors by type", ", ".join(f"{k} {v}" for k, v in doc["errors_by_type"].items())))
     if "map_version_after" in doc:

@@ -24,10 +24,11 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import resource
 import sys
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Optional, TextIO
+from typing import Any, Callable, Dict, Iterable, List, Optional, TextIO
 
 from gevent.pool import Pool
 
@@ -78,6 +79,7 @@ class BenchOptions:
     tick: float = 1.0
     seed: int = 1
     label: str = ""
+    server_pids: tuple = ()
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -205,6 +207,48 @@ def _new_client(target: Target, opts: BenchOptions) -> Any:
     return TopGunClient(request_timeout=opts.request_timeout, connect_timeout=10.0, **options)
 
 
+def _loadavg() -> Optional[List[float]]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _process_cpu_s(pid: Optional[int] = None) -> Optional[float]:
+    """CPU seconds (user + system) used so far by ``pid`` (None: this process); None if unknown."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _cpu_snapshot(target: Target, extra_pids: Iterable[int]) -> Dict[str, Any]:
+    # Keyed by name and pid: a node restarted during the run is a new process, and its old
+    # one can no longer be read, so it is left out rather than reported wrong.
+    snap: Dict[Any, Optional[float]] = {("client", None): _process_cpu_s()}
+    pids = dict(target.server_pids())
+    pids.update({f"pid {pid}": pid for pid in extra_pids})
+    for name, pid in pids.items():
+        snap[(name, pid)] = _process_cpu_s(pid)
+    return snap
+
+
+def _cpu_figures(before: Dict[Any, Optional[float]], after: Dict[Any, Optional[float]],
+                 elapsed_s: float) -> Dict[str, Any]:
+    """CPU use of the client and each server process over the run, in cores (1.0 = one core busy)."""
+    cores: Dict[str, Any] = {}
+    for (name, pid), start in before.items():
+        end = after.get((name, pid))
+        if start is not None and end is not None and elapsed_s > 0:
+            cores[name] = round((end - start) / elapsed_s, 3)
+    return {"cpu_cores": cores, "loadavg_end": _loadavg(), "cpus": os.cpu_count()}
+
+
 def _client_view(client: Any) -> Dict[str, Any]:
     out: Dict[str, Any] = {"engine": dict(getattr(client._engine, "stats", {}))}
     cluster = getattr(client, "cluster", None)
@@ -272,7 +316,11 @@ def _run_on(target: Target, opts: BenchOptions, out: Optional[TextIO], started_a
                         on_tick=on_tick, stop_grace=opts.request_timeout + 5.0, seed=opts.seed)
         kills = _schedule_chaos(runner, target, opts)
         map_before = client.cluster.map_version if client.cluster is not None else None
+        load_before = _loadavg()
+        cpu_before = _cpu_snapshot(target, opts.server_pids)
         result = runner.run()
+        cpu = _cpu_figures(cpu_before, _cpu_snapshot(target, opts.server_pids), result.elapsed_s)
+        cpu["loadavg_start"] = load_before
         doc: Dict[str, Any] = {"scenario": opts.scenario, "label": opts.label, "started_at": started_at,
                                "target": target.describe(), "machine": machine_info(),
                                "command": " ".join(sys.argv), "options": _jsonable(asdict(opts))}
@@ -282,6 +330,7 @@ def _run_on(target: Target, opts: BenchOptions, out: Optional[TextIO], started_a
         doc["timeline"] = result.stats.timeline()
         doc["events"] = sorted(result.events, key=lambda e: e["t"])
         doc["client"] = _client_view(client)
+        doc["cpu"] = cpu
         if map_before is not None:
             doc["map_version_before"] = map_before
             doc["map_version_after"] = client.cluster.map_version

@@ -73,6 +73,10 @@ class Target:
     def owner_of(self, key: str) -> Optional[str]:
         return None
 
+    def server_pids(self) -> Dict[str, int]:
+        """node id -> process id of the server processes this target started (for CPU figures)."""
+        return {}
+
     def describe(self) -> Dict[str, Any]:
         return {"kind": type(self).__name__, "urls": list(self.urls)}
 
@@ -112,11 +116,20 @@ class SeedsTarget(Target):
 
 
 def _process_cluster_class() -> Any:
-    try:
-        from ..server.process import ProcessCluster  # type: ignore[import-not-found]
-    except ImportError:
-        from ..testing.process import ProcessCluster  # type: ignore[import-not-found,no-redef]
+    from ..server.process import ProcessCluster
     return ProcessCluster
+
+
+def _pid_of(cluster: Any, node_id: str) -> Optional[int]:
+    """The pid of one node process of a ProcessCluster, whatever it calls its process table."""
+    nodes = getattr(cluster, "processes", None) or getattr(cluster, "nodes", None)
+    proc = nodes.get(node_id) if isinstance(nodes, dict) else None
+    value = getattr(proc, "pid", None)
+    if isinstance(value, int):
+        return value
+    inner = getattr(proc, "proc", None) or getattr(proc, "_proc", None) or getattr(proc, "process", None)
+    value = getattr(inner, "pid", None)
+    return value if isinstance(value, int) else None
 
 
 class EmbeddedTarget(Target):
@@ -167,7 +180,10 @@ class EmbeddedTarget(Target):
 
     def live_nodes(self) -> List[str]:
         nodes = getattr(self.cluster, "nodes", None)
-        if isinstance(nodes, dict):
+        live_attr = getattr(self.cluster, "live", None)
+        if live_attr is not None:                      # ProcessCluster: ids of running processes
+            alive = list(live_attr() if callable(live_attr) else live_attr)
+        elif isinstance(nodes, dict):                  # EmbeddedCluster: live nodes only
             alive = [n for n, node in nodes.items() if getattr(node, "running", True)]
         else:
             ids = getattr(self.cluster, "node_ids", None)
@@ -202,6 +218,16 @@ class EmbeddedTarget(Target):
     def add_node(self) -> str:
         node = self.cluster.add_node()
         return str(getattr(node, "node_id", node))
+
+    def server_pids(self) -> Dict[str, int]:
+        if self.in_process or self.cluster is None:
+            return {}
+        out = {}
+        for node_id in self.live_nodes():
+            pid = _pid_of(self.cluster, node_id)
+            if pid is not None:
+                out[node_id] = pid
+        return out
 
     def owner_of(self, key: str) -> Optional[str]:
         try:
@@ -256,6 +282,10 @@ class RealServerTarget(Target):
 
     def kill(self, node_id: str) -> None:
         self.server.kill()
+
+    def server_pids(self) -> Dict[str, int]:
+        pid = self.server.pid if self.server is not None else None
+        return {self.server.node_id: pid} if pid is not None else {}
 
     def restart(self, node_id: str) -> None:
         self.server.start()
