@@ -33,6 +33,7 @@ class FakeNode:
         self.conns: List[MemoryTransport] = []
         self.received: List[str] = []          # keys of ops this node received, in order
         self.map_requests = 0
+        self.batches = 0                         # OP_BATCH frames received
         self.hold_acks = False                   # True: never acknowledge writes
 
 
@@ -135,6 +136,7 @@ class FakeCluster:
                     self._send(t, {"type": "PARTITION_MAP", "payload": self.map_payload()})
             elif kind in ("OP_BATCH", "CLIENT_OP"):
                 ops = d["payload"]["ops"] if kind == "OP_BATCH" else [d["payload"]]
+                node.batches += kind == "OP_BATCH"
                 for op in ops:
                     node.received.append(op["key"])
                     self.store[(op["mapName"], op["key"])] = op.get("record", {}).get("value")

@@ -90,6 +90,14 @@ def test_writes_go_to_the_partition_owner(fake_cluster: Any, client_factory: Any
     assert stats["direct"] >= 300 and stats["forwarded"] == 0 and stats["misses"] == 0
 
 
+def test_a_batch_of_writes_becomes_one_op_batch_per_owner(fake_cluster: Any, client_factory: Any) -> None:
+    fc = fake_cluster(["a", "b", "c"])
+    client = client_factory(fc, connections_per_node=1)
+    client.map("users").put_all({f"user:{i}": i for i in range(300)})
+    assert [fc.nodes[n].batches for n in "abc"] == [1, 1, 1]
+    assert all(fc.owner_of(k) == n.node_id for n in fc.nodes.values() for k in n.received)
+
+
 def test_a_key_always_uses_the_same_connection_of_its_node(fake_cluster: Any, client_factory: Any) -> None:
     fc = fake_cluster(["a"])
     client = client_factory(fc, connections_per_node=3)
