@@ -5,10 +5,16 @@ connection provider for connections: :class:`~topgun.sync.provider.SingleServerP
 for ``url=``, :class:`~topgun.cluster.cluster_client.ClusterClient` for ``cluster=``.
 Every blocking call returns or raises by its deadline; every error derives from
 :class:`topgun.TopGunError`.
+
+Threads and processes: the client's greenlets live on one hub, its home (see
+:mod:`topgun.threads`): the creating thread's hub under monkey-patching or in gevent code,
+else a loop thread of its own; public blocking methods may be called from any thread. After
+``os.fork()`` the child drops what it inherited and reconnects on first use (:mod:`topgun.forking`).
 """
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -16,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import gevent
 from gevent.pool import Group
 
+from . import forking, threads
 from .clock import Clock, GeventClock
 from .config import ClientConfig, ClusterConfig, ReconnectPolicy
 from .errors import ClientClosed, ConnectTimeout, TopGunError
@@ -45,6 +52,8 @@ class TopGunClient:
         wait_connected: if True (default), the constructor raises when no connection is
             made within ``connect_timeout``; if False, it returns at once and writes queue
             until a connection comes up.
+        thread_mode: ``"auto"`` (default), ``"direct"`` (greenlets on the creating thread's hub)
+            or ``"loop"`` (on a daemon thread of the client's own); see :mod:`topgun.threads`.
         **options: the remaining :class:`topgun.config.ClientConfig` fields
             (write_concern, batch_size, max_in_flight, reconnect, node_id).
 
@@ -57,7 +66,7 @@ class TopGunClient:
                  token: Any = None, request_timeout: float = 10.0, connect_timeout: float = 5.0,
                  wait_connected: bool = True, clock: Optional[Clock] = None,
                  transport_factory: Optional[TransportFactory] = None, ping_interval: Optional[float] = 5.0,
-                 **options: Any) -> None:
+                 thread_mode: str = "auto", **options: Any) -> None:
         self.config = ClientConfig(url=url, cluster=cluster, token=token, request_timeout=request_timeout,
                                    connect_timeout=connect_timeout, **options)
         self.clock = clock or GeventClock()
@@ -66,9 +75,24 @@ class TopGunClient:
         self._transport_factory = transport_factory
         self._ping_interval = ping_interval
         self._subs: Dict[str, Subscription] = {}
-        self._group = Group()
         self._closed = False
+        self._forked = False
+        self._sockets = forking.SocketTracker()
         self.cluster: Any = None
+        self._thread_mode = thread_mode
+        self._seams = clock is not None or transport_factory is not None
+        self._home = threads.Home(threads.choose_mode(thread_mode, seams=self._seams))
+        try:
+            self._home.run(self._start, wait_connected, what="TopGunClient()",
+                           timeout=self.config.connect_timeout + threads.GRACE_S)
+        except BaseException:
+            self._home.close()
+            raise
+        forking.track(self)
+
+    def _start(self, wait_connected: bool) -> None:
+        """Build the provider and engine on the home's hub (also again in a forked child)."""
+        self._group = Group()
         provider = self._make_provider()
         self._engine = SyncEngine(
             provider, clock=self.clock, write_concern=self.config.effective_write_concern,
@@ -78,7 +102,7 @@ class TopGunClient:
         self._engine.start()
         if wait_connected and not provider.wait_ready(self.config.connect_timeout):
             error = provider.last_error
-            self.close()
+            self._close_on_home()
             if isinstance(error, TopGunError) and not isinstance(error, ClientClosed):
                 raise error
             raise ConnectTimeout(f"no connection to {', '.join(self.config.endpoints)} "
@@ -102,8 +126,24 @@ class TopGunClient:
         conn = Connection(url, clock=self.clock, token=self.config.token,
                           connect_timeout=self.config.connect_timeout, node_id=node_id,
                           on_message=on_message, on_closed=on_closed, spawn=spawn or gevent.spawn,
-                          transport_factory=self._transport_factory, ping_interval=self._ping_interval)
+                          transport_factory=self._transport_factory or self._tracked_websocket,
+                          ping_interval=self._ping_interval)
         return conn.open()
+
+    def _tracked_websocket(self, url: str, timeout: float) -> Any:
+        # Remember the sockets, so that a forked child can detach them (topgun.forking).
+        from .transport.websocket import WebSocketTransport
+        return WebSocketTransport.connect(url, timeout, socket_module=self._sockets)
+
+    def _home_for_call(self) -> threads.Home:
+        """The home a public call runs on; in a forked child, a fresh one (connecting lazily)."""
+        if self._forked and not self._closed:
+            self._forked = False
+            self._home = threads.Home(threads.choose_mode(self._thread_mode, seams=self._seams))
+            log.info("forked child (pid %d): reconnecting lazily", os.getpid())
+            self._home.run(self._start, False, what="TopGunClient restart after fork",
+                           timeout=self.config.connect_timeout + threads.GRACE_S)
+        return self._home
 
     # ------------------------------------------------------------------ API
 
@@ -112,6 +152,7 @@ class TopGunClient:
         self._check_open()
         return MapHandle(self, name)
 
+    @threads.blocking()
     def ping(self, timeout: Optional[float] = None) -> float:
         """Round trip to a server, in seconds."""
         start = self.clock.monotonic()
@@ -131,6 +172,18 @@ class TopGunClient:
         """Unsubscribe live queries, fail queued writes with ClientClosed, close connections."""
         if self._closed:
             return
+        if self._forked:  # a forked child that never used the client: nothing of it is ours
+            self._closed = True
+            return
+        home = self._home
+        try:
+            home.run(self._close_on_home, timeout=5.0 + threads.GRACE_S, what="TopGunClient.close()")
+        finally:
+            home.close()
+
+    def _close_on_home(self) -> None:
+        if self._closed:
+            return
         self._closed = True
         for sub in list(self._subs.values()):
             sub.close()
@@ -142,6 +195,11 @@ class TopGunClient:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    @property
+    def thread_mode(self) -> str:
+        """Where the greenlets run: ``"direct"`` or ``"loop"`` (resolved from ``thread_mode=``)."""
+        return self._home.mode
 
     def _check_open(self) -> None:
         if self._closed:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List,
 
 from gevent.event import AsyncResult
 
+from . import threads
 from .errors import ConfigurationError, LocalProtocolError
 from .protocol import codec
 from .protocol import messages as m
@@ -47,8 +48,11 @@ class MapHandle:
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"map names must be non-empty str, got {name!r}")
         self._client = client
-        self._engine = client._engine
         self.name = name
+
+    @property
+    def _engine(self) -> Any:  # looked up per call: a forked child replaces the client's engine
+        return self._client._engine
 
     # ------------------------------------------------------------------ writes
 
@@ -67,6 +71,7 @@ class MapHandle:
         return {"mapName": self.name, "key": key, "opType": "REMOVE",
                 "record": {"value": None, "timestamp": self._client._hlc.now().to_wire()}}
 
+    @threads.blocking()
     def set(self, key: str, value: Any, *, ttl: Optional[float] = None, timeout: Optional[float] = None) -> None:
         """Store ``value`` under ``key`` and wait for the server's acknowledgement.
 
@@ -78,20 +83,24 @@ class MapHandle:
 
     put = set
 
+    @threads.blocking()
     def set_async(self, key: str, value: Any, *, ttl: Optional[float] = None,
                   timeout: Optional[float] = None) -> AsyncResult:
         """Queue a write; the returned AsyncResult completes on acknowledgement."""
         return self._engine.submit(self._put_op(key, value, ttl), timeout).result
 
+    @threads.blocking()
     def remove(self, key: str, *, timeout: Optional[float] = None) -> None:
         """Delete ``key`` and wait for the acknowledgement."""
         self._engine.wait([self._engine.submit(self._remove_op(key), timeout)])
 
     delete = remove
 
+    @threads.blocking()
     def remove_async(self, key: str, *, timeout: Optional[float] = None) -> AsyncResult:
         return self._engine.submit(self._remove_op(key), timeout).result
 
+    @threads.blocking()
     def put_all(self, items: Union[Mapping[str, Any], Iterable[Tuple[str, Any]]], *,
                 timeout: Optional[float] = None) -> int:
         """Write many entries (sent as OP_BATCH frames); returns how many were acknowledged."""
@@ -103,6 +112,7 @@ class MapHandle:
 
     # ------------------------------------------------------------------ reads
 
+    @threads.blocking()
     def get(self, key: str, default: Any = None, *, timeout: Optional[float] = None) -> Any:
         """The value the server holds for ``key``, or ``default``."""
         _check_key(key)
@@ -113,12 +123,14 @@ class MapHandle:
     def __contains__(self, key: str) -> bool:
         return self.get(key, MISSING) is not MISSING
 
+    @threads.blocking()
     def query(self, *, where: Optional[Dict[str, Any]] = None, predicate: Optional[Dict[str, Any]] = None,
               sort: Optional[Dict[str, str]] = None, limit: Optional[int] = None,
               fields: Optional[List[str]] = None, timeout: Optional[float] = None) -> List[Tuple[str, Any]]:
         """A one-shot query: (key, value) pairs in the server's order."""
         return self._client._query_once(self.name, build_query(where, predicate, sort, limit), fields, timeout)
 
+    @threads.blocking()
     def entries(self, *, timeout: Optional[float] = None) -> Dict[str, Any]:
         """Every entry of the map, as a dict."""
         return dict(self.query(timeout=timeout))
@@ -137,6 +149,7 @@ class MapHandle:
 
     # ------------------------------------------------------------------ live
 
+    @threads.blocking()
     def subscribe(self, on_change: Optional[Callable[[Change], None]] = None, *,
                   where: Optional[Dict[str, Any]] = None, predicate: Optional[Dict[str, Any]] = None,
                   sort: Optional[Dict[str, str]] = None, limit: Optional[int] = None,

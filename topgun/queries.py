@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
 import gevent
 from gevent.queue import Empty, Queue
 
+from . import threads
 from .errors import ClientClosed, ConfigurationError, OperationTimeout, TopGunError
 from .protocol import messages as m
 
@@ -194,6 +195,7 @@ class Subscription:
 
     # public ------------------------------------------------------------------------
 
+    @threads.blocking(none_waits_forever=True)
     def get(self, timeout: Optional[float] = None) -> Change:
         """Next change (only without ``on_change``). Raises OperationTimeout after ``timeout``."""
         try:
@@ -204,10 +206,11 @@ class Subscription:
     def __iter__(self) -> Iterator[Change]:
         while not self.closed:
             try:
-                yield self._queue.get(timeout=0.5)
-            except Empty:
+                yield self.get(0.5)  # through get(): callable from any thread
+            except OperationTimeout:
                 continue
 
+    @threads.blocking(wait=5.0)
     def close(self) -> None:
         """Stop receiving changes and unsubscribe on the server."""
         if self.closed:
