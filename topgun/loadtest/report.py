@@ -92,6 +92,9 @@ def format_table(doc: Dict[str, Any]) -> str:
     cpu = doc.get("cpu", {})
     if cpu.get("cpu_cores"):
         rows.append(("CPU cores used", ", ".join(f"{k} {v:.2f}" for k, v in cpu["cpu_cores"].items())))
+    if cpu.get("cpu_us_per_op"):
+        rows.append(("CPU us per op", ", ".join(f"{k} {v:.1f}" for k, v in cpu["cpu_us_per_op"].items())
+                     + f" (total {cpu['cpu_us_per_op_total']:.1f})"))
     if cpu.get("loadavg_end"):
         rows.append(("load average (end)", " ".join(str(x) for x in cpu["loadavg_end"])))
     if doc.get("errors_by_type"):

@@ -330,6 +330,11 @@ def _run_on(target: Target, opts: BenchOptions, out: Optional[TextIO], started_a
         doc["timeline"] = result.stats.timeline()
         doc["events"] = sorted(result.events, key=lambda e: e["t"])
         doc["client"] = _client_view(client)
+        if doc["ops_per_s"]:
+            # CPU microseconds per acknowledged op: the figure that stays put when the machine
+            # is shared and throughput swings. 2 cores at 50 000 ops/s leave 40 us per op in all.
+            cpu["cpu_us_per_op"] = {k: round(v * 1e6 / doc["ops_per_s"], 1) for k, v in cpu["cpu_cores"].items()}
+            cpu["cpu_us_per_op_total"] = round(sum(cpu["cpu_us_per_op"].values()), 1)
         doc["cpu"] = cpu
         if map_before is not None:
             doc["map_version_before"] = map_before
