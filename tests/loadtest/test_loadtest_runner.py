@@ -80,3 +80,18 @@ def test_runner_kills_calls_that_outlive_the_grace() -> None:
 def test_runner_rejects_bad_settings(kw) -> None:
     with pytest.raises(ConfigurationError):
         Runner(lambda user: None, **kw)
+
+
+def test_an_action_outliving_the_load_finishes_before_run_returns() -> None:
+    done = []
+
+    def slow_restart() -> dict:
+        gevent.sleep(0.2)
+        done.append(True)
+        return {"node": "n2"}
+
+    runner = Runner(lambda user: gevent.sleep(0.001), users=2, duration=0.1, stop_grace=5.0)
+    runner.at(0.05, slow_restart, "restart")
+    result = runner.run()
+    assert done == [True]
+    assert [e["name"] for e in result.events] == ["restart"] and result.events[0]["ok"]

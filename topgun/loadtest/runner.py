@@ -8,7 +8,8 @@ The contract:
   raises counts them as failed, by exception type. Calls running at the end are allowed to
   finish (they count), up to ``stop_grace`` seconds; then the stragglers are killed.
 - ``at(offset, action, name)`` schedules a chaos action (kill a node, add one) during the
-  run; what it returned or raised goes into ``events``.
+  run; what it returned or raised goes into ``events``. An action still running when the
+  load ends may finish (up to ``stop_grace``) before ``run()`` returns.
 - ``mark(name)`` starts a recovery measurement: each user's recovery time is how long after
   the mark its first call *started after the mark* was acknowledged. A kill is followed by
   a mark, so this measures how long until every user is writing again.
@@ -166,9 +167,9 @@ class Runner:
         self.stats = Stats(start=self._start)
         self._running = True
         pool = Pool(self.users)
-        helpers = Group()
+        actions, helpers = Group(), Group()
         for offset, action, name in self._actions:
-            helpers.spawn(self._run_action, offset, action, name)
+            actions.spawn(self._run_action, offset, action, name)
         if self.on_tick is not None:
             helpers.spawn(self._ticker)
         try:
@@ -190,9 +191,13 @@ class Runner:
                 log.warning("%d users still in a call %.1fs after the end; killing them", killed, self.stop_grace)
                 pool.kill(timeout=5.0)
             ended = clock.monotonic()
+            # An action still running (a restart that outlasts the run) may finish: what comes
+            # after the run (verification) should see the cluster it left, not half of it.
+            actions.join(timeout=self.stop_grace)
         finally:
             self._running = False
             helpers.kill(timeout=5.0)
+            actions.kill(timeout=5.0)
             pool.kill(timeout=5.0)
         elapsed = max(ended - self._start, 1e-9)
         return RunResult(self.stats, elapsed, self.events, self.markers, killed)
