@@ -121,3 +121,12 @@ def test_failover_on_process_nodes_kills_restarts_and_loses_nothing(tmp_path: Pa
     assert len(doc["recovery_s"]) == 2 and all(r is not None for r in doc["recovery_s"])
     assert len(doc["chaos"]) == 2 and doc["lost"] == 0 and doc["checked_keys"] > 0
     assert "client" in doc["cpu"]["cpu_cores"]
+
+
+def test_topgun_cli_has_the_bench_subcommand() -> None:
+    proc = subprocess.run([sys.executable, "-m", "topgun.cli", "bench", "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--embedded", "--seeds", "--url", "--users", "--duration", "--keys", "--value-size", "--batch-size",
+                 "--write-concern", "--dumb", "--threshold", "--json"):
+        assert flag in proc.stdout
