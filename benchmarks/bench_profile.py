@@ -3,7 +3,7 @@
 Starts the embedded 3-node cluster (one process per node), runs ``topgun bench throughput
 --seeds ...`` under ``py-spy record`` and samples each node process at the same time, then
 writes the top functions (self and inclusive share of samples) and the CPU used by each
-process to results/profile_throughput.md (raw samples in results/profile_*.txt).
+process to results/profile_throughput_u<users>_b<batch>.md (raw samples: --raw-dir).
 Needs py-spy (``pip install py-spy``).
 
     python benchmarks/bench_profile.py [--duration 20] [--users 50] [--batch-size 1]
@@ -49,22 +49,28 @@ def main() -> None:
     p.add_argument("--users", default="50")
     p.add_argument("--batch-size", default="1")
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--no-gil", action="store_true",
+                   help="sample whenever a thread is not idle (syscalls like send() included), not only with the GIL")
+    p.add_argument("--raw-dir", help="keep py-spy's raw samples here (default: a temporary directory)")
     a = p.parse_args()
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if not spy:
         sys.exit("py-spy is not installed: pip install py-spy")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    tag = f"u{a.users}_b{a.batch_size}"
+    tag = f"u{a.users}_b{a.batch_size}" + ("_nogil" if a.no_gil else "")
+    gil = [] if a.no_gil else ["--gil"]
     with tempfile.TemporaryDirectory() as tmp, ProcessCluster(3, log_dir=tmp) as cluster:
+        raw = Path(a.raw_dir or tmp)
+        raw.mkdir(parents=True, exist_ok=True)
         seeds = ",".join(cluster.urls)
         pids = {n: cluster.processes[n].pid for n in cluster.live}
-        samplers = {n: subprocess.Popen([spy, "record", "--gil", "-r", "200", "-d", str(int(a.duration) + 2),
-                                         "-f", "raw", "-o", str(RESULTS / f"profile_{tag}_{n}.txt"),
+        samplers = {n: subprocess.Popen([spy, "record", *gil, "-r", "200", "-d", str(int(a.duration) + 2),
+                                         "-f", "raw", "-o", str(raw / f"profile_{tag}_{n}.txt"),
                                          "--pid", str(pid)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     for n, pid in pids.items()}
         out = Path(tmp) / "bench.json"
-        cmd = [spy, "record", "--gil", "-r", "200", "-f", "raw", "-o", str(RESULTS / f"profile_{tag}_client.txt"), "--",
+        cmd = [spy, "record", *gil, "-r", "200", "-f", "raw", "-o", str(raw / f"profile_{tag}_client.txt"), "--",
                sys.executable, "-m", "topgun.bench", "throughput", "--seeds", seeds, "--users", a.users,
                "--duration", str(a.duration), "--batch-size", a.batch_size, "--no-default-thresholds", "--quiet",
                "--json", str(out)] + [x for pid in pids.values() for x in ("--server-pid", str(pid))]
@@ -72,14 +78,17 @@ def main() -> None:
         for proc in samplers.values():
             proc.wait(timeout=a.duration + 60)
         doc = json.loads(out.read_text())
+        profiles = {key: aggregate(raw / f"profile_{tag}_{key}.txt", a.top) for key in ("client", *pids)}
     lines = [f"# Profile of `topgun bench throughput` (users {a.users}, batch {a.batch_size})", "",
-             f"{machine()['cpu']}, {machine()['cpus']} CPUs. py-spy --gil at 200 Hz: samples only while "
-             "Python code holds the GIL (CPU work, not waiting). Shares are of each process's own samples.", "",
+             f"{machine()['cpu']}, {machine()['cpus']} CPUs. " + (
+                 "py-spy at 200 Hz, every non-idle sample (system calls such as send() included)" if a.no_gil else
+                 "py-spy --gil at 200 Hz: samples only while Python code holds the GIL (CPU work, not waiting)")
+             + ". Shares are of each process's own samples.", "",
              f"Result: {doc['ops_per_s']:,.0f} ops/s, p50 {doc['p50_ms']} ms, p95 {doc['p95_ms']} ms, "
              f"CPU cores used {doc['cpu']['cpu_cores']}, load average at end {doc['cpu']['loadavg_end']}.", ""]
     names: Dict[str, str] = {"client": "client (topgun bench)", **{n: f"node {n}" for n in pids}}
     for key, title in names.items():
-        total, own, incl = aggregate(RESULTS / f"profile_{tag}_{key}.txt", a.top)
+        total, own, incl = profiles[key]
         lines += [f"## {title}: {total} samples", "", "| self % | function | | inclusive % | function |",
                   "|---|---|---|---|---|"]
         for (s_pct, s_fn), (i_pct, i_fn) in zip(own, incl):

@@ -1,6 +1,7 @@
 """The Locust user reports its calls to Locust's statistics (Locust runs in a subprocess: it patches)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
@@ -9,7 +10,9 @@ from pathlib import Path
 import pytest
 from gevent import subprocess
 
-pytest.importorskip("locust")
+# Not importorskip: importing locust monkey-patches, and this test process must stay unpatched.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("locust") is None,
+                                reason="the locust extra is not installed")
 
 LOCUSTFILE = Path(__file__).resolve().parents[2] / "examples" / "locustfile.py"
 
