@@ -19,9 +19,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from topgun.protocol.hashing import partition_id
-
-from .store import NO_CHANGE
+from .store import NO_CHANGE, pid_of
 
 if TYPE_CHECKING:
     from .node import Node
@@ -109,7 +107,7 @@ def parse_ops(ops: Any, now: Callable[[], Tuple[int, int, str]]) -> Tuple[List[L
         rec = op.get("record", NO_CHANGE)
         if op_type == "REMOVE" or rec is None:
             ts = _ts(rec) if type(rec) is dict else now()
-            writes.append([partition_id(key), map_name, key, ts[0], ts[1], ts[2], None, None, False])
+            writes.append([pid_of(key), map_name, key, ts[0], ts[1], ts[2], None, None, False])
         elif rec is NO_CHANGE:
             continue  # a put without a record stores nothing (still acknowledged)
         else:
@@ -117,7 +115,7 @@ def parse_ops(ops: Any, now: Callable[[], Tuple[int, int, str]]) -> Tuple[List[L
             ttl = rec.get("ttlMs")
             if ttl is not None and type(ttl) is not int:
                 raise BadFrame("record.ttlMs must be an integer")
-            writes.append([partition_id(key), map_name, key, ts[0], ts[1], ts[2], rec.get("value"), ttl, True])
+            writes.append([pid_of(key), map_name, key, ts[0], ts[1], ts[2], rec.get("value"), ttl, True])
     return writes, top
 
 
