@@ -161,11 +161,13 @@ class TopGunClient:
 
     @property
     def connected(self) -> bool:
+        self._home_for_call()  # in a forked child, looking counts as first use
         return bool(self._engine.provider.open_connections())
 
     @property
     def pending_writes(self) -> int:
         """Writes queued or in flight, not yet acknowledged."""
+        self._home_for_call()
         return self._engine.queued + self._engine.in_flight
 
     def close(self) -> None:
@@ -199,7 +201,7 @@ class TopGunClient:
     @property
     def thread_mode(self) -> str:
         """Where the greenlets run: ``"direct"`` or ``"loop"`` (resolved from ``thread_mode=``)."""
-        return self._home.mode
+        return self._home_for_call().mode
 
     def _check_open(self) -> None:
         if self._closed:
