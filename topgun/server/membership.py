@@ -39,7 +39,7 @@ __all__ = ["Membership", "Peer", "HEARTBEAT_S", "SUSPECT_S"]
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 0.2
-SUSPECT_S = 3.0
+SUSPECT_S = 2.5   # + one heartbeat period of slack: a hung node is out of the map within 3 s
 DIAL_TIMEOUT_S = 0.3
 REDIAL_ATTEMPTS = 2
 HELLO_TIMEOUT_S = 2.0
@@ -85,6 +85,7 @@ class Membership:
         self._incoming: List[FrameSocket] = []
         self._fetching = False
         self.max_version_seen = 0
+        self._last_tick: Optional[float] = None
         self._handlers: Dict[str, Callable[[str, Dict[str, Any]], None]] = {}
 
     def on(self, kind: str, handler: Callable[[str, Dict[str, Any]], None]) -> None:
@@ -358,6 +359,12 @@ class Membership:
     def tick(self, now: float) -> None:
         """One heartbeat round: send heartbeats, detect silent peers, expire requests."""
         node = self.node
+        if self._last_tick is not None and now - self._last_tick > SUSPECT_S / 2:
+            # We ourselves did not run for a while (a long synchronous job in a shared hub, or a
+            # SIGSTOP): silence from peers says nothing about them, so start their clocks again.
+            for peer in self.peers.values():
+                peer.last_heard = max(peer.last_heard, now)
+        self._last_tick = now
         beat = _pack({"type": "CLUSTER_HEARTBEAT", "version": node.table.version})
         for peer in list(self.peers.values()):
             if not peer.alive:
@@ -367,7 +374,7 @@ class Membership:
             elif not peer.dialing:
                 node.spawn(self._ensure_link, peer)
             if now - peer.last_heard > SUSPECT_S:
-                self.declare_dead(peer, f"silent for {SUSPECT_S:.0f} s")
+                self.declare_dead(peer, f"silent for {SUSPECT_S} s")
                 continue
             expired = [rid for rid, (_cb, deadline) in peer.pending.items() if deadline < now]
             for rid in expired:

@@ -47,3 +47,17 @@ def test_a_new_incarnation_replaces_the_old_one():
     new = node.membership._register("n2", "ws://127.0.0.1:1/ws", "inc-2", dial=False)
     assert new is not peer and not peer.alive and new.alive and replies == [None]
     node.stop()
+
+
+def test_a_long_local_pause_does_not_kill_peers():
+    node, clock, peer = _node_with_peer()
+    node.membership.tick(clock.monotonic())
+    clock.advance(SUSPECT_S * 3)                 # we were frozen, not the peer
+    node.membership.tick(clock.monotonic())
+    assert peer.alive
+    clock.advance(SUSPECT_S + HEARTBEAT_S)
+    for _ in range(int(SUSPECT_S / HEARTBEAT_S) + 2):
+        clock.advance(HEARTBEAT_S)
+        node.membership.tick(clock.monotonic())
+    assert not peer.alive
+    node.stop()
