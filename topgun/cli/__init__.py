@@ -16,7 +16,7 @@ from typing import List, Optional
 __all__ = ["main", "SUBCOMMANDS"]
 
 # module names under topgun.cli; each has register(subparsers)
-SUBCOMMANDS: List[str] = ["bench"]
+SUBCOMMANDS: List[str] = ["bench", "kv", "watch", "cluster", "server"]
 
 
 def _available() -> List[str]:

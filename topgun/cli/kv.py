@@ -1,0 +1,134 @@
+"""``topgun put|get|rm MAP KEY [JSON]``: one key at a time, JSON in and out.
+
+    topgun put users 42 '{"name": "Ada"}'     # or the JSON on stdin: echo 42 | topgun put n answer
+    topgun get users 42                       # prints {"name":"Ada"}; exit 1 if absent
+    topgun rm users 42
+
+Where to connect: ``--url ws://...`` (one server) or ``--seeds URL[,URL]`` (cluster mode), else
+TOPGUN_URL / TOPGUN_SEEDS, else ws://127.0.0.1:8080/ws. Exit codes: 0 ok, 1 not found,
+2 bad arguments, 3 the cluster did not answer in time. Also the connection helpers of the
+other client subcommands (watch, cluster).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Callable, List, Optional
+
+import ujson
+
+__all__ = ["register", "add_connection_arguments", "connect", "dump", "run_command"]
+
+EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+DEFAULT_URL = "ws://127.0.0.1:8080/ws"
+_ABSENT = object()
+
+
+def add_connection_arguments(p: argparse.ArgumentParser) -> None:
+    where = p.add_argument_group("connection")
+    where.add_argument("--url", help="one server, ws://host:port/ws (default: $TOPGUN_URL)")
+    where.add_argument("--seeds", help="cluster mode: comma-separated seed URLs (default: $TOPGUN_SEEDS)")
+    where.add_argument("--token", help="JWT (default: $TOPGUN_TOKEN)")
+    where.add_argument("--timeout", type=float, default=10.0, help="deadline of each call in seconds (default 10)")
+
+
+def seeds_of(args: argparse.Namespace) -> List[str]:
+    raw = args.seeds if args.seeds is not None else ("" if args.url else os.environ.get("TOPGUN_SEEDS", ""))
+    return [s.strip() for s in raw.split(",") if s.strip()]
+
+
+def connect(args: argparse.Namespace, *, cluster: bool = False) -> Any:
+    """A client for the parsed connection arguments; ``cluster=True`` forces cluster mode."""
+    import topgun
+    token = args.token or os.environ.get("TOPGUN_TOKEN") or None
+    seeds = seeds_of(args)
+    url = args.url or (None if seeds else os.environ.get("TOPGUN_URL", DEFAULT_URL))
+    options = dict(token=token, request_timeout=args.timeout, connect_timeout=min(args.timeout, 10.0))
+    if seeds or cluster:
+        return topgun.TopGunClient(cluster=topgun.ClusterConfig(seeds=seeds or [url]), **options)
+    return topgun.TopGunClient(url=url, **options)
+
+
+def dump(value: Any, *, pretty: bool = False) -> str:
+    return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False, indent=2 if pretty else 0)
+
+
+def run_command(body: Callable[[], int]) -> int:
+    """Run ``body``, turning topgun errors into a message on stderr and an exit code."""
+    import topgun
+    try:
+        return body()
+    except topgun.ConfigurationError as exc:
+        print(f"topgun: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except topgun.TopGunError as exc:
+        print(f"topgun: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _read_json(text: Optional[str]) -> Any:
+    if text is None or text == "-":
+        text = sys.stdin.read()
+    try:
+        return ujson.loads(text)
+    except ValueError:
+        return _ABSENT
+
+
+def run_put(args: argparse.Namespace) -> int:
+    value = _read_json(args.json)
+    if value is _ABSENT:
+        print(f"topgun: the value is not valid JSON: {(args.json or '(stdin)')[:80]!r}", file=sys.stderr)
+        return EXIT_USAGE
+
+    def body() -> int:
+        with connect(args) as client:
+            client.map(args.map).set(args.key, value, timeout=args.timeout)
+        return EXIT_OK
+    return run_command(body)
+
+
+def run_get(args: argparse.Namespace) -> int:
+    def body() -> int:
+        with connect(args) as client:
+            value = client.map(args.map).get(args.key, _ABSENT, timeout=args.timeout)
+        if value is _ABSENT:
+            print(f"topgun: {args.map}/{args.key} not found", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        print(dump(value, pretty=args.pretty))
+        return EXIT_OK
+    return run_command(body)
+
+
+def run_rm(args: argparse.Namespace) -> int:
+    def body() -> int:
+        with connect(args) as client:
+            client.map(args.map).remove(args.key, timeout=args.timeout)
+        return EXIT_OK
+    return run_command(body)
+
+
+def register(subparsers: Any) -> None:
+    put = subparsers.add_parser("put", help="store a JSON value under MAP KEY",
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    put.add_argument("map")
+    put.add_argument("key")
+    put.add_argument("json", nargs="?", help="the value as JSON; '-' or absent: read stdin")
+    add_connection_arguments(put)
+    put.set_defaults(func=run_put)
+
+    get = subparsers.add_parser("get", help="print the JSON value of MAP KEY (exit 1 if absent)")
+    get.add_argument("map")
+    get.add_argument("key")
+    get.add_argument("--pretty", action="store_true", help="indent the JSON")
+    add_connection_arguments(get)
+    get.set_defaults(func=run_get)
+
+    rm = subparsers.add_parser("rm", help="remove MAP KEY")
+    rm.add_argument("map")
+    rm.add_argument("key")
+    add_connection_arguments(rm)
+    rm.set_defaults(func=run_rm)
