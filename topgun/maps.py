@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
+import gevent
 from gevent.event import AsyncResult
 
 from . import threads
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["MapHandle"]
 
 _MAX_VALUE_BYTES = codec.MAX_FRAME_BYTES - 4096
+_YIELD_EVERY = 500  # put_all lets other greenlets run after this many entries (no hub held > 0.1 s)
 
 
 def _check_key(key: Any) -> str:
@@ -105,8 +107,15 @@ class MapHandle:
                 timeout: Optional[float] = None) -> int:
         """Write many entries (sent as OP_BATCH frames); returns how many were acknowledged."""
         pairs = items.items() if isinstance(items, Mapping) else items
-        ops = [self._put_op(k, v, None) for k, v in pairs]
-        writes = self._engine.submit_many(ops, timeout)
+        ops = []
+        for k, v in pairs:  # every value is checked before any is queued
+            ops.append(self._put_op(k, v, None))
+            if len(ops) % _YIELD_EVERY == 0:
+                gevent.sleep(0)  # encoding 10,000 values takes longer than the hub may be held
+        writes = []
+        for i in range(0, len(ops), _YIELD_EVERY):
+            writes += self._engine.submit_many(ops[i:i + _YIELD_EVERY], timeout)
+            gevent.sleep(0)  # and the flusher starts sending the first batches meanwhile
         self._engine.wait(writes)
         return len(writes)
 

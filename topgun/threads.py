@@ -99,7 +99,7 @@ class LoopThread:
         self._ready = _RealEvent()
         self._thread = _RealThread(target=self._main, name=name, daemon=True)
         self._thread.start()
-        if not self._ready.wait(start_timeout) or self.hub is None:
+        if not _wait_for(self._ready.is_set, start_timeout, self._ready.wait) or self.hub is None:
             raise ClientClosed(f"the client's loop thread {name} did not start within {start_timeout}s")
 
     def _main(self) -> None:
@@ -137,10 +137,21 @@ class LoopThread:
         except Exception:  # the loop is already being destroyed
             return
         if current_thread_ident() != self._thread.ident:
-            self._thread.join(timeout)
+            _wait_for(lambda: not self._thread.is_alive(), timeout, self._thread.join)
 
     def __repr__(self) -> str:
         return f"<LoopThread {self.name} {'alive' if self.alive else 'stopped'}>"
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, plain_wait: Callable[[float], Any]) -> bool:
+    """Wait for a real thread's progress; poll cooperatively if this thread runs a gevent hub."""
+    if get_hub_if_exists() is None and not is_patched():
+        plain_wait(timeout)      # a plain thread: block it, nothing else runs here
+        return condition()
+    deadline = _monotonic() + timeout
+    while not condition() and _monotonic() < deadline:
+        gevent.sleep(0.001)     # other greenlets of this thread keep running meanwhile
+    return condition()
 
 
 class _Call:

@@ -1,0 +1,54 @@
+"""No blocking of the hub (issue #6, item 3): the client and server tests under gevent's hub monitor.
+
+A subprocess runs a subset of the suite (unit tests, in-process client, cluster and server
+integration tests, the thread-mode tests) with GEVENT_MONITOR_THREAD_ENABLE=1 and
+GEVENT_MAX_BLOCKING_TIME=0.1, collecting every "hub blocked" report through
+hub_monitor_plugin.py. A report is ours when the innermost frame of the blocked stack that lies in
+this repository is under topgun/: tests blocking their own thread on purpose (time.sleep,
+subprocess.run, a deliberately slow callback) point at tests/ and are not counted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+SUBSET = ["tests/unit", "tests/integration", "tests/threads/test_thread_modes.py",
+          "tests/threads/test_fork_safety.py", "tests/threads/test_example_scripts.py"]
+
+pytestmark = [pytest.mark.realserver, pytest.mark.timeout(900)]
+
+
+def culprit(stack: List[List[Any]]) -> Optional[str]:
+    """The innermost frame of the blocked stack that is in this repository, as 'path:line func'."""
+    for file, line, func in reversed(stack):
+        path = Path(file)
+        if path.is_absolute() and REPO in path.parents and "site-packages" not in path.parts:
+            return f"{path.relative_to(REPO)}:{line} {func}"
+    return None
+
+
+def test_no_blocked_hub_report_points_into_topgun(tmp_path: Path) -> None:
+    reports_path = tmp_path / "hub_reports.jsonl"
+    env = {**os.environ, "GEVENT_MONITOR_THREAD_ENABLE": "1", "GEVENT_MAX_BLOCKING_TIME": "0.1",
+           "GEVENT_MONITOR_PRINT_BLOCKING_REPORTS": "false", "TOPGUN_HUB_REPORTS": str(reports_path),
+           "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)])}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "hub_monitor_plugin",
+                           "-p", "no:cacheprovider", "-m", "not system", *SUBSET],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=840)
+    assert proc.returncode == 0, f"the monitored run failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
+    reports: List[Dict[str, Any]] = []
+    if reports_path.exists():
+        reports = [json.loads(line) for line in reports_path.read_text().splitlines() if line.strip()]
+    ours = [(r["test"], culprit(r["stack"])) for r in reports
+            if (culprit(r["stack"]) or "").startswith("topgun/")]
+    others = sorted({culprit(r["stack"]) or "(no frame of ours)" for r in reports} - {c for _, c in ours})
+    print(f"{len(reports)} blocked-hub reports; ours: {len(ours)}; elsewhere: {others[:20]}")
+    assert not ours, "the hub was blocked by topgun code:\n" + "\n".join(f"{t}: {c}" for t, c in ours)
