@@ -102,6 +102,9 @@ class MerkleTree:
                 counts.pop(p, None)
                 sums.pop(p, None)
 
+    def __repr__(self) -> str:
+        return f"<MerkleTree items={len(self.items)} root={self.root}>"
+
     @property
     def root(self) -> int:
         return self.sums.get("", 0)

@@ -74,9 +74,9 @@ class Subscriptions:
         self._interest_changed()
 
         def answer(items: List[Item]) -> None:
-            held = self.pending.pop((conn.cid, qid), None)
             if conn.queries.get(qid, (None, None))[1] is not query or conn.closed:
-                return
+                return  # replaced or unsubscribed meanwhile: its successor owns the held updates
+            held = self.pending.pop((conn.cid, qid), None)
             hits, has_more = query.run(items)
             root = 0
             for key, _value, ts in hits:

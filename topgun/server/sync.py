@@ -207,3 +207,6 @@ class MerkleSync:
             return None
         records = [_leaf_record(k, r) for k, r in self.node.store.leaf_records(pid, map_name, rest)]
         return {"type": "SYNC_RESP_LEAF", "payload": {"mapName": map_name, "path": path, "records": records}}
+
+    def __repr__(self) -> str:
+        return f"<MerkleSync {self.node.node_id}>"

@@ -258,6 +258,9 @@ class Writer:
         self.write(msg["writes"], int(msg.get("level", APPLIED)), (origin[0], origin[1]), done,
                    deadline, int(msg.get("hops", 1)))
 
+    def __repr__(self) -> str:
+        return f"<Writer {self.node.node_id} retries={self.retries}>"
+
     def on_replicate(self, peer: str, msg: Dict[str, Any]) -> None:
         self.node.store.apply_writes(msg["writes"])
         if msg.get("rid") is not None:
