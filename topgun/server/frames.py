@@ -97,28 +97,33 @@ class FrameSocket:
             try:
                 head = read(2)
                 if len(head) < 2:
-                    return self._eof()
+                    self.close()
+                    return None
                 b0, b1 = head[0], head[1]
                 n = b1 & 0x7F
                 if n == 126:
                     ext = read(2)
                     if len(ext) < 2:
-                        return self._eof()
+                        self.close()
+                        return None
                     n = int.from_bytes(ext, "big")
                 elif n == 127:
                     ext = read(8)
                     if len(ext) < 8:
-                        return self._eof()
+                        self.close()
+                        return None
                     n = int.from_bytes(ext, "big")
                 if size + n > self.max_size:
                     raise FrameTooLarge(f"frame of {n} bytes exceeds {self.max_size}")
                 mask = read(4) if b1 & 0x80 else _ZERO_MASK
                 payload = read(n) if n else b""
                 if len(payload) < n or len(mask) < 4:
-                    return self._eof()
+                    self.close()
+                    return None
             except (OSError, ValueError, AttributeError):
                 # ValueError/AttributeError: the file was closed under us by close()/kill().
-                return self._eof()
+                self.close()
+                return None
             if mask is not _ZERO_MASK:
                 payload = _unmask(payload, mask)
             op = b0 & 0x0F
@@ -142,10 +147,6 @@ class FrameSocket:
                     self.text_frames += 1
                     return data.decode("utf-8", "replace")  # type: ignore[return-value]
                 return data
-
-    def _eof(self) -> None:
-        self.close()
-        return None
 
     # -- writing
 

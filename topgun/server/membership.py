@@ -174,7 +174,7 @@ class Membership:
 
     def _on_reply(self, peer_id: str, msg: Dict[str, Any]) -> None:
         peer = self.peers.get(peer_id)
-        entry = peer.pending.pop(msg.get("rid"), None) if peer is not None else None
+        entry = peer.pending.pop(msg.get("rid") or 0, None) if peer is not None else None
         if entry is not None:
             entry[0](msg)
 

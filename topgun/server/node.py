@@ -299,10 +299,11 @@ class Node:
 
     def _on_op_batch(self, conn: ClientConnection, d: Dict[str, Any]) -> None:
         p = d.get("payload")
-        ops = p.get("ops") if type(p) is dict else None
-        if type(ops) is not list:
+        if not isinstance(p, dict) or type(p.get("ops")) is not list:
             raise BadFrame("OP_BATCH needs payload.ops")
-        last = ops[-1].get("id") if ops and type(ops[-1]) is dict else None
+        ops = p["ops"]
+        tail = ops[-1] if ops else None
+        last = tail.get("id") if isinstance(tail, dict) else None
         last_id = last if type(last) is str else "unknown"
         if not ops:
             conn.send_wire({"type": "OP_ACK", "payload": {"lastId": "unknown"}})

@@ -96,7 +96,7 @@ class RawClient:
 
     def drain(self, quiet: float = 0.2) -> List[Dict[str, Any]]:
         """Every frame that arrives until ``quiet`` seconds pass without one."""
-        out = []
+        out: List[Dict[str, Any]] = []
         while True:
             msg = self.recv(quiet)
             if msg is None:

@@ -125,7 +125,8 @@ class _Join:
     __slots__ = ("n", "level", "done")
 
     def __init__(self, done: Done) -> None:
-        self.n, self.level, self.done = 1, 99, done
+        self.n, self.done = 1, done
+        self.level: Optional[int] = 99
 
     def part(self) -> Done:
         self.n += 1

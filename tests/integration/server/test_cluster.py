@@ -214,3 +214,35 @@ def test_a_killed_node_restarts_empty_and_gets_its_partitions_back(embedded_clus
         assert _stored(cluster, cluster.backups_of(key)[0], "m", key) == value
     with RawClient(cluster.url("n2")) as client:
         assert client.expect("PARTITION_MAP")["payload"]["version"] == table.version
+
+
+def test_writes_during_a_join_are_not_lost(embedded_cluster_factory):
+    cluster = embedded_cluster_factory(3)
+    keys = [f"hot{i}" for i in range(200)]
+    acked: Dict[str, int] = {}
+    stop = gevent.event.Event()
+
+    def load(url: str, tag: str, mine: List[str]) -> None:
+        with RawClient(url) as client:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                ops = [lww_op("hot", k, {"n": n}, _ms(), counter=n, op_id=f"{tag}{n}:{k}") for k in mine]
+                client.send({"type": "OP_BATCH", "payload": {"ops": ops, "writeConcern": "REPLICATED"}})
+                assert client.expect("OP_ACK", timeout=10.0)["payload"]["lastId"] == ops[-1]["id"]
+                for k in mine:
+                    acked[k] = n
+
+    workers = [gevent.spawn(load, cluster.url("n1"), "a", keys[:100]),
+               gevent.spawn(load, cluster.url("n2"), "b", keys[100:])]
+    gevent.sleep(0.1)
+    cluster.add_node()
+    gevent.sleep(0.2)
+    stop.set()
+    gevent.joinall(workers, raise_error=True, timeout=15)
+    cluster.wait_converged(5.0)
+    assert "n4" in cluster.table.nodes
+    for k in keys:
+        for holder in [cluster.owner_of(k)] + cluster.backups_of(k):
+            rec = cluster.node(holder).store.get(partition_id(k), "hot", k)
+            assert rec is not None and rec[1]["n"] >= acked[k], (k, holder, rec, acked[k])
