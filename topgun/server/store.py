@@ -27,7 +27,7 @@ Record = Tuple[Tuple[int, int, str], Any, Optional[int], bool]
 NO_CHANGE: Any = object()
 
 _hashes: Dict[str, int] = {}
-_HASH_CACHE_LIMIT = 1_000_000
+_HASH_CACHE_LIMIT = 500_000
 
 
 def key_hash(key: str) -> int:
