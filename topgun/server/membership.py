@@ -334,6 +334,7 @@ class Membership:
         for on_reply, _deadline in pending.values():
             on_reply(None)
         self.node.subs.forget_peer(peer.node_id)
+        self.node.rebalancer.forget_coordinator(peer.node_id)
         self.node.rebalancer.wake()
 
     # -- joining and heartbeats

@@ -46,6 +46,7 @@ class Rebalancer:
     def __init__(self, node: "Node") -> None:
         self.node = node
         self.prepared: Optional[PartitionTable] = None
+        self.prepared_by = ""
         self._wake = Event()
         self._acks: Dict[int, Set[str]] = {}
         self._acked = Event()
@@ -147,9 +148,16 @@ class Rebalancer:
         node.membership.learn(new.nodes)  # a joiner may not have dialled us yet
         # Install the union of old and new holders as replication targets *before* taking any
         # snapshot: every write is then either in the snapshot or sent to the new holder.
-        self.prepared = new
+        self.prepared, self.prepared_by = new, peer
         node.recompute_targets()
         node.spawn(self._copy, new, peer)
+
+    def forget_coordinator(self, peer: str) -> None:
+        """``peer`` died: drop the prepare it started (the next coordinator starts its own)."""
+        if self.prepared is not None and self.prepared_by == peer:
+            log.info("%s: dropping v%d prepared by dead %s", self.node.node_id, self.prepared.version, peer)
+            self.prepared = None
+            self.node.recompute_targets()
 
     def _copy(self, new: PartitionTable, coordinator: str) -> None:
         node, me = self.node, self.node.node_id

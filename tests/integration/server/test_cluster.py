@@ -132,11 +132,11 @@ def test_query_results_and_sync_cover_the_whole_cluster(embedded_cluster_factory
     assert key in [r["key"] for r in leaf["records"]]
 
 
-def test_killing_the_owner_mid_load_loses_no_acked_write(embedded_cluster_factory, raw):
+@pytest.mark.parametrize("victim, entry", [("n3", "n1"), ("n1", "n2")], ids=["member", "coordinator"])
+def test_killing_the_owner_mid_load_loses_no_acked_write(embedded_cluster_factory, raw, victim, entry):
     cluster = embedded_cluster_factory(3)
-    victim = "n3"
     keys = _keys_owned_by(cluster, victim, 40)
-    watcher = raw(cluster.url("n1"))
+    watcher = raw(cluster.url(entry))
     old_version = watcher.expect("PARTITION_MAP")["payload"]["version"]
     acked: Dict[str, int] = {}
     stop = gevent.event.Event()
@@ -156,7 +156,7 @@ def test_killing_the_owner_mid_load_loses_no_acked_write(embedded_cluster_factor
         finally:
             client.close()
 
-    workers = [gevent.spawn(load, cluster.url("n1"), "a")]
+    workers = [gevent.spawn(load, cluster.url(entry), "a")]
     gevent.sleep(0.2)
     cluster.kill(victim)
     gevent.sleep(0.3)
