@@ -33,6 +33,9 @@ from .queries import Change, Subscription
 from .sync.engine import SyncEngine
 from .sync.provider import ConnectionProvider, SingleServerProvider
 from .transport.connection import Connection, TransportFactory
+# Imported here, not on first connect: a first import on the loop thread could be cut in half by
+# a fork (gunicorn --preload), leaving the child a partially initialised module.
+from .transport.websocket import WebSocketTransport
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +79,30 @@ class TopGunClient:
         self._ping_interval = ping_interval
         self._subs: Dict[str, Subscription] = {}
         self._closed = False
-        self._forked = False
+        self._start_pending = False
+        self._starting = False
+        self._start_lock = threads.allocate_lock()
         self._sockets = forking.SocketTracker()
         self.cluster: Any = None
         self._thread_mode = thread_mode
         self._seams = clock is not None or transport_factory is not None
-        self._home = threads.Home(threads.choose_mode(thread_mode, seams=self._seams))
+        mode = threads.choose_mode(thread_mode, seams=self._seams)
+        if self.config.cluster is not None:
+            import topgun.cluster.cluster_client  # noqa: F401  (here, not first on the loop thread: see above)
+        forking.track(self)
+        if mode == "loop" and not wait_connected:
+            # Nothing to wait for, so start the loop thread (and connect) on first use: a process
+            # that forks before using the client (gunicorn --preload) runs no thread of ours first.
+            self._home: Optional[threads.Home] = None
+            self._start_pending = True
+            return
+        self._home = threads.Home(mode)
         try:
             self._home.run(self._start, wait_connected, what="TopGunClient()",
                            timeout=self.config.connect_timeout + threads.GRACE_S)
         except BaseException:
             self._home.close()
             raise
-        forking.track(self)
 
     def _start(self, wait_connected: bool) -> None:
         """Build the provider and engine on the home's hub (also again in a forked child)."""
@@ -132,17 +146,26 @@ class TopGunClient:
 
     def _tracked_websocket(self, url: str, timeout: float) -> Any:
         # Remember the sockets, so that a forked child can detach them (topgun.forking).
-        from .transport.websocket import WebSocketTransport
         return WebSocketTransport.connect(url, timeout, socket_module=self._sockets)
 
     def _home_for_call(self) -> threads.Home:
-        """The home a public call runs on; in a forked child, a fresh one (connecting lazily)."""
-        if self._forked and not self._closed:
-            self._forked = False
-            self._home = threads.Home(threads.choose_mode(self._thread_mode, seams=self._seams))
-            log.info("forked child (pid %d): reconnecting lazily", os.getpid())
-            self._home.run(self._start, False, what="TopGunClient restart after fork",
-                           timeout=self.config.connect_timeout + threads.GRACE_S)
+        """The home a public call runs on, started now if it was deferred or dropped by a fork."""
+        if self._start_pending and not self._closed:
+            with self._start_lock:  # held for the claim only, never while waiting
+                mine, self._starting = not self._starting, True
+            if mine:
+                try:
+                    home = threads.Home(threads.choose_mode(self._thread_mode, seams=self._seams))
+                    log.info("starting a %s home in pid %d on first use", home.mode, os.getpid())
+                    home.run(self._start, False, what="TopGunClient start on first use",
+                             timeout=self.config.connect_timeout + threads.GRACE_S)
+                    self._home = home
+                finally:
+                    self._start_pending = self._starting = False
+            else:
+                threads.wait_until(lambda: not self._start_pending, self.config.connect_timeout + threads.GRACE_S)
+        if self._home is None:
+            raise ClientClosed("the client is closed")
         return self._home
 
     # ------------------------------------------------------------------ API
@@ -174,7 +197,7 @@ class TopGunClient:
         """Unsubscribe live queries, fail queued writes with ClientClosed, close connections."""
         if self._closed:
             return
-        if self._forked:  # a forked child that never used the client: nothing of it is ours
+        if self._start_pending:  # never started here (deferred, or dropped by a fork): nothing to close
             self._closed = True
             return
         home = self._home
@@ -251,5 +274,7 @@ class TopGunClient:
 
     def __repr__(self) -> str:
         mode = f"cluster {list(self.config.cluster.seeds)}" if self.config.cluster else self.config.url
-        state = "closed" if self._closed else ("connected" if self.connected else "connecting")
+        if self._closed or self._start_pending:  # (never start the client just to print it)
+            return f"<TopGunClient {mode} {'closed' if self._closed else 'not started'}>"
+        state = "connected" if self.connected else "connecting"
         return f"<TopGunClient {mode} {state} pending={self.pending_writes}>"

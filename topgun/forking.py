@@ -40,6 +40,8 @@ from gevent import monkey
 from gevent import socket as gsocket
 from gevent._hub_local import get_hub_if_exists
 
+from . import threads
+
 if TYPE_CHECKING:
     from .client import TopGunClient
 
@@ -111,14 +113,15 @@ def _after_fork_in_child() -> None:
 
 
 def _reset_in_child(client: "TopGunClient", forking_hub: Any) -> None:
-    if client._closed or client._forked:
+    client._start_lock = threads.allocate_lock()  # the forking thread may have held it
+    if client._closed or client._start_pending:
         return
     home, engine, group = client._home, client._engine, client._group
     subs = list(client._subs.values())
     client._subs = {}
     for sub in subs:
         sub.closed = True  # the parent keeps its subscriptions; these copies never deliver
-    client._forked = True
+    client._start_pending = True
     _BURIED.append((home, engine, group, client.cluster, subs))
     home_here = home is not None and home.mode == "direct" and home.hub is forking_hub
     if home_here:
@@ -152,7 +155,7 @@ def _reap(engine: Any, group: Any) -> None:
 def _close_at_exit() -> None:
     for client in list(_clients):
         home = getattr(client, "_home", None)
-        if home is not None and home.mode == "loop" and not client._closed and not client._forked:
+        if home is not None and home.mode == "loop" and not client._closed and not client._start_pending:
             try:
                 client.close()
             except Exception:

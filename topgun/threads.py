@@ -51,7 +51,7 @@ from .errors import ClientClosed, ConfigurationError, OperationTimeout
 log = logging.getLogger(__name__)
 
 __all__ = ["THREAD_MODES", "GRACE_S", "Home", "LoopThread", "ThreadFuture", "blocking", "choose_mode",
-           "is_patched", "current_thread_ident"]
+           "is_patched", "current_thread_ident", "allocate_lock", "wait_until"]
 
 THREAD_MODES = ("auto", "direct", "loop")
 #: Extra seconds a cross-thread caller waits beyond the call's own timeout before giving up on
@@ -61,7 +61,7 @@ _LIVENESS_S = 1.0  # unbounded waits re-check that the home is still alive this 
 
 # Real OS-thread primitives, also under monkey-patching (where threading.* are greenlet-based).
 current_thread_ident: Callable[[], int] = monkey.get_original("_thread", "get_ident")
-_allocate_lock: Callable[[], Any] = monkey.get_original("_thread", "allocate_lock")
+allocate_lock: Callable[[], Any] = monkey.get_original("_thread", "allocate_lock")
 _RealThread: Any = monkey.get_original("threading", "Thread")
 _RealEvent: Any = monkey.get_original("threading", "Event")
 
@@ -154,6 +154,15 @@ def _wait_for(condition: Callable[[], bool], timeout: float, plain_wait: Callabl
     return condition()
 
 
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``condition`` until true or ``timeout``; cooperatively if this thread runs a hub."""
+    def plain_wait(seconds: float) -> None:
+        deadline = _monotonic() + seconds
+        while not condition() and _monotonic() < deadline:
+            time.sleep(0.001)
+    return _wait_for(condition, timeout, plain_wait)
+
+
 class _Call:
     """One method call marshalled onto the home; finished exactly once, from the home's thread."""
 
@@ -165,7 +174,7 @@ class _Call:
         self.error: Optional[BaseException] = None
         self.done = False
         self.greenlet: Optional[gevent.Greenlet] = None
-        self._lock = _allocate_lock()
+        self._lock = allocate_lock()
         self._notify: Optional[Callable[[], None]] = None
         self._cancelled = False
 

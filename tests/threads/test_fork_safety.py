@@ -23,3 +23,23 @@ def test_children_reconnect_and_the_parent_is_undisturbed(mode: str, home: str, 
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     assert f"mode {home}" in proc.stdout
     assert proc.stdout.count(" ok (") == 2 and "parent ok" in proc.stdout
+
+
+def test_a_client_not_waited_for_starts_no_thread_before_first_use(run_python: Any, server_url: str) -> None:
+    # gunicorn --preload: the master imports the app (making the client) and forks at once.
+    proc = run_python(
+        "import os, sys, threading, topgun\n"
+        "client = topgun.TopGunClient(url=sys.argv[1], wait_connected=False)\n"
+        "assert threading.active_count() == 1 and client._home is None, threading.enumerate()\n"
+        "print(repr(client))\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    client.map('fork_lazy').set('child', 1)\n"
+        "    os._exit(0 if client.thread_mode == 'loop' else 5)\n"
+        "code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])\n"
+        "assert code == 0, code\n"
+        "assert client.map('fork_lazy').get('child') == 1\n"
+        "client.close()\n"
+        "print('ok')\n", server_url)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    assert "not started" in proc.stdout and "ok" in proc.stdout
