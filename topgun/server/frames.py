@@ -19,7 +19,6 @@ import struct
 from typing import Any, Callable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-import gevent
 from gevent import socket as gsocket
 from gevent.event import Event
 
@@ -252,7 +251,3 @@ def dial(url: str, path: str, *, timeout: float, spawn: Callable[..., Any],
         raise
     return FrameSocket(rfile.read, sock, spawn=spawn, client=True, max_size=max_size, name=name)
 
-
-def wait_closed(fs: FrameSocket, timeout: float) -> bool:
-    """For tests: wait until the writer greenlet has finished."""
-    return gevent.joinall([fs._writer], timeout=timeout) != []

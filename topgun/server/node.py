@@ -187,9 +187,6 @@ class Node:
             return True
         return self._table_event.wait(timeout)
 
-    def owner_of_pid(self, pid: int) -> str:
-        return self.table.owners[pid]
-
     # -- client connections
 
     def serve_client(self, fs: FrameSocket) -> None:
