@@ -114,18 +114,9 @@ class Gunicorn:
 
 
 @pytest.fixture
-def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ProcessCluster]:
+def cluster(topgun_process_cluster_factory: Callable[..., ProcessCluster]) -> ProcessCluster:
     """Three ``python -m topgun.server`` processes (SIGKILL-able)."""
-    started = ProcessCluster(3, log_dir=tmp_path / "nodes")
-    (tmp_path / "nodes").mkdir()
-    try:
-        started.start(timeout=30.0)
-        for node in started.processes.values():
-            attach_logs(request, node)
-        yield started
-    finally:
-        started.stop()
-
+    return topgun_process_cluster_factory(3)
 
 @pytest.fixture
 def gunicorn_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Gunicorn]]:

@@ -103,3 +103,80 @@ def topgun_real_server_factory(request: pytest.FixtureRequest, topgun_server_bin
 def topgun_real_server(topgun_real_server_factory: StartRealServer) -> RealServer:
     """One running no-auth node: ``topgun_real_server.url``."""
     return topgun_real_server_factory()
+
+
+# --------------------------------------------------------------------------------------------
+# Embedded dev cluster (topgun.server): in-process nodes, or one process per node (real SIGKILL)
+
+
+@pytest.fixture
+def topgun_cluster_factory() -> Iterator[Callable[..., Any]]:
+    """``start(nodes=3, **kw) -> EmbeddedCluster`` (started, in this process); all stopped after the test."""
+    from topgun.server import EmbeddedCluster
+    started: list[Any] = []
+
+    def start(nodes: int = 3, **kw: Any) -> Any:
+        cluster = EmbeddedCluster(nodes, **kw)
+        started.append(cluster)
+        return cluster.start(timeout=15.0)
+
+    yield start
+    for cluster in reversed(started):
+        cluster.stop()
+
+
+@pytest.fixture
+def topgun_cluster(topgun_cluster_factory: Callable[..., Any]) -> Any:
+    """A started 3-node ``EmbeddedCluster``: ``.urls``, ``.kill(node)``, ``.owner_of(key)`` ..."""
+    return topgun_cluster_factory(3)
+
+
+@pytest.fixture
+def topgun_process_cluster_factory(request: pytest.FixtureRequest,
+                                   tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """``start(nodes=3, **kw) -> ProcessCluster``: one ``python -m topgun.server`` per node.
+
+    Nodes are stopped (SIGTERM, then SIGKILL) after the test; their logs are attached to a
+    failing test's report.
+    """
+    from topgun.server.process import ProcessCluster
+    started: list[Any] = []
+
+    def start(nodes: int = 3, **kw: Any) -> Any:
+        log_dir = tmp_path / f"cluster{len(started)}"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        cluster = ProcessCluster(nodes, log_dir=log_dir, **kw)
+        started.append(cluster)
+        try:
+            cluster.start(timeout=30.0)
+        finally:
+            for node in cluster.processes.values():
+                attach_logs(request, node)
+        return cluster
+
+    yield start
+    for cluster in reversed(started):
+        cluster.stop()
+
+
+@pytest.fixture
+def topgun_client_factory() -> Iterator[Callable[..., Any]]:
+    """``connect(seeds, *, smart_routing=True, **client_kw) -> TopGunClient`` in cluster mode; closed after."""
+    import topgun
+    made: list[Any] = []
+
+    def connect(seeds: Any, *, smart_routing: bool = True, **kw: Any) -> Any:
+        seeds = [seeds] if isinstance(seeds, str) else list(seeds)
+        client = topgun.TopGunClient(cluster=topgun.ClusterConfig(seeds=seeds, smart_routing=smart_routing), **kw)
+        made.append(client)
+        return client
+
+    yield connect
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def topgun_client(topgun_cluster: Any, topgun_client_factory: Callable[..., Any]) -> Any:
+    """A cluster-mode ``TopGunClient`` connected to ``topgun_cluster``."""
+    return topgun_client_factory(topgun_cluster.urls)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import pytest
 
@@ -20,19 +20,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def embedded_cluster_factory() -> Iterator[Callable[..., EmbeddedCluster]]:
-    """``start(nodes=3, **kw) -> EmbeddedCluster`` (started); stops every cluster it started."""
-    started: List[EmbeddedCluster] = []
-
-    def start(nodes: int = 3, **kw: Any) -> EmbeddedCluster:
-        cluster = EmbeddedCluster(nodes, **kw)
-        started.append(cluster)
-        return cluster.start(timeout=15.0)
-
-    yield start
-    for cluster in reversed(started):
-        cluster.stop()
-
+def embedded_cluster_factory(topgun_cluster_factory: Callable[..., EmbeddedCluster]) -> Callable[..., EmbeddedCluster]:
+    """``start(nodes=3, **kw) -> EmbeddedCluster``: the plugin's ``topgun_cluster_factory``."""
+    return topgun_cluster_factory
 
 @pytest.fixture
 def embedded_node(embedded_cluster_factory: Callable[..., EmbeddedCluster]) -> EmbeddedCluster:
