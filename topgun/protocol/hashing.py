@@ -23,6 +23,10 @@ _CACHE_LIMIT = 200_000
 def fnv1a32(text: str) -> int:
     """32-bit FNV-1a of ``text`` over UTF-16 code units (lone surrogates allowed)."""
     h = _OFFSET
+    if text.isascii():  # UTF-16 code units of ASCII text are its bytes: about twice as fast
+        for b in text.encode():
+            h = ((h ^ b) * _PRIME) & _MASK
+        return h
     data = text.encode("utf-16-le", "surrogatepass")
     for i in range(0, len(data), 2):
         h = ((h ^ (data[i] | (data[i + 1] << 8))) * _PRIME) & _MASK

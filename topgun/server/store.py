@@ -33,17 +33,11 @@ _HASH_CACHE_LIMIT = 500_000
 def key_hash(key: str) -> int:
     """``fnv1a32(key)``, cached; partition and Merkle path both come from it.
 
-    ASCII keys take a loop over bytes, about twice as fast as the general UTF-16 walk (for an
-    ASCII string the UTF-16 code units are its bytes), which matters on the write path.
+    The cache matters on the write path; ``fnv1a32`` has the ASCII fast path.
     """
     h = _hashes.get(key)
     if h is None:
-        if key.isascii():
-            h = 0x811C9DC5
-            for b in key.encode():
-                h = ((h ^ b) * 0x01000193) & MASK
-        else:
-            h = fnv1a32(key)
+        h = fnv1a32(key)
         if len(_hashes) >= _HASH_CACHE_LIMIT:
             _hashes.clear()
         _hashes[key] = h
