@@ -35,7 +35,7 @@ from tenacity import Retrying
 
 from ..clock import Clock
 from ..config import ClusterConfig, ReconnectPolicy
-from ..errors import ClientClosed, RemoteProtocolError, TopGunError, describe
+from ..errors import AuthError, ClientClosed, RemoteProtocolError, TopGunError, describe
 from ..protocol import messages as m
 from ..sync.provider import ProviderListener, Routing, backoff_delays
 from ..transport.connection import Connection
@@ -167,6 +167,8 @@ class ClusterClient:
                 conn = self._connect(seed, on_message=self._on_seed_message, spawn=self._pool.spawn)
             except TopGunError as exc:
                 self.last_error = exc
+                if isinstance(exc, AuthError):
+                    self._refused.set()  # a refused token: wait_ready returns now, not at its timeout
                 delay = next(delays)
                 log.info("seed %s unreachable (%s); next try in %.2fs", seed, describe(exc), delay)
                 self._clock.sleep(delay)

@@ -109,6 +109,7 @@ class SingleServerProvider:
         self._group = Group()
         self._closed = False
         self._ready = Event()
+        self._auth_failed = Event()  # wakes wait_ready: a refused token is not worth waiting out
         self._lost = Event()
         self.last_error: Optional[BaseException] = None
         self.reconnects = 0
@@ -126,6 +127,7 @@ class SingleServerProvider:
                 # Wrong credentials will not fix themselves quickly, but a token provider may;
                 # keep trying at the slowest pace and let callers see the error.
                 self.last_error = exc
+                self._auth_failed.set()
                 log.warning("authentication to %s failed: %s", self.url, exc)
                 self._routing.bump()
                 self._clock.sleep(self._policy.max_s)
@@ -141,6 +143,7 @@ class SingleServerProvider:
                 return
             delays = backoff_delays(self._policy)
             self._conn, self.last_error = conn, None
+            self._auth_failed.clear()
             self._lost.clear()
             self._ready.set()
             self._routing.bump()
@@ -165,7 +168,9 @@ class SingleServerProvider:
         self._lost.set()
 
     def wait_ready(self, timeout: float) -> bool:
-        return self._ready.wait(timeout)
+        """True once connected; False at the timeout or as soon as authentication fails."""
+        gevent.wait([self._ready, self._auth_failed], timeout=timeout, count=1)
+        return self._ready.is_set()
 
     def connection_for_key(self, key: str) -> Connection:
         return self.any_connection()

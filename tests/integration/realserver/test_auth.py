@@ -77,9 +77,6 @@ def test_no_token_against_a_jwt_server_raises_auth_error(jwt_server: RealServer,
 
 
 @pytest.mark.parametrize("token", [BAD_TOKENS["wrong secret"], None], ids=["bad-token", "no-token"])
-@pytest.mark.xfail(strict=True, reason="bug: the constructor waits the whole connect_timeout after AUTH_FAIL "
-                                      "(SingleServerProvider._supervise swallows AuthError; "
-                                      "TopGunClient.__init__ waits on wait_ready only)")
 def test_auth_failure_is_reported_at_once(jwt_server: RealServer, token: Optional[str]) -> None:
     # The server's AUTH_FAIL comes back within milliseconds; with the default connect_timeout
     # of 5 s the constructor should not take anywhere near that long.
