@@ -38,12 +38,12 @@ def _gunicorn_supports(flag: str) -> bool:
 
 
 class Gunicorn:
-    """One ``gunicorn -k gevent`` master serving an example app; the log has master and workers."""
+    """One gunicorn master (``-k gevent`` unless told) serving an example app; the log has master and workers."""
 
     def __init__(self, app: str, env: Dict[str, str], log_path: Path, *, workers: int = 2,
-                 preload: bool = False) -> None:
+                 preload: bool = False, worker_class: str = "gevent") -> None:
         self.app, self.env, self.log_path = app, env, log_path
-        self.workers, self.preload = workers, preload
+        self.workers, self.preload, self.worker_class = workers, preload, worker_class
         self.node_id = f"gunicorn {app}"   # for attach_logs
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.port = 0
@@ -62,13 +62,15 @@ class Gunicorn:
         raise RuntimeError(f"gunicorn did not become ready:\n{self.log_tail()}")
 
     def _try_start(self, timeout: float) -> bool:
-        cmd = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", str(self.workers),
+        cmd = [sys.executable, "-m", "gunicorn", "-k", self.worker_class, "-w", str(self.workers),
                "-b", f"127.0.0.1:{self.port}", "--chdir", str(EXAMPLES), "--graceful-timeout", "5",
                "--log-level", "info"]
         if _gunicorn_supports("--no-control-socket"):
             cmd.append("--no-control-socket")   # gunicorn 27+: one shared control socket per user otherwise
         if self.preload:
             cmd.append("--preload")
+        if self.worker_class == "gthread":
+            cmd += ["--threads", "8"]   # unpatched OS threads share each worker's client
         cmd.append(self.app)
         env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
         with open(self.log_path, "ab") as log:
@@ -120,7 +122,7 @@ def cluster(topgun_process_cluster_factory: Callable[..., ProcessCluster]) -> Pr
 
 @pytest.fixture
 def gunicorn_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Gunicorn]]:
-    """``start(app, env, workers=2, preload=False) -> Gunicorn`` (ready); stopped after the test."""
+    """``start(app, env, workers=2, preload=False, worker_class="gevent") -> Gunicorn`` (ready); stopped after."""
     started: List[Gunicorn] = []
 
     def start(app: str, env: Dict[str, str], **kw: Any) -> Gunicorn:

@@ -26,9 +26,15 @@ def app_env(cluster: Any) -> Dict[str, str]:
     return {"TOPGUN_SEEDS": ",".join(cluster.urls), "TOPGUN_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT_S)}
 
 
+# gevent: the worker is patched and the client joins its hub; gthread: plain OS threads, the client
+# runs on its loop thread and the request threads call it.
+WORKERS = {"gevent": "direct", "gthread": "loop"}
+
+
+@pytest.mark.parametrize("worker_class", sorted(WORKERS))
 @pytest.mark.parametrize("app", sorted(APPS))
-def test_put_get_404_delete(app: str, cluster: Any, gunicorn_factory: Any) -> None:
-    server = gunicorn_factory(APPS[app], app_env(cluster))
+def test_put_get_404_delete(app: str, worker_class: str, cluster: Any, gunicorn_factory: Any) -> None:
+    server = gunicorn_factory(APPS[app], app_env(cluster), worker_class=worker_class)
     with requests.Session() as http:
         reply = http.put(f"{server.base_url}/kv/users/42", json={"name": "Ada", "langs": ["en"]}, timeout=10)
         assert reply.status_code == 200, reply.text
@@ -39,7 +45,7 @@ def test_put_get_404_delete(app: str, cluster: Any, gunicorn_factory: Any) -> No
         assert http.delete(f"{server.base_url}/kv/users/42", timeout=10).status_code == 204
         assert http.get(f"{server.base_url}/kv/users/42", timeout=10).status_code == 404
         health = http.get(f"{server.base_url}/healthz", timeout=10).json()
-        assert health["thread_mode"] == "direct", "gunicorn -k gevent patches: the client joins the worker's hub"
+        assert health["thread_mode"] == WORKERS[worker_class]
 
 
 class Traffic:
@@ -104,9 +110,11 @@ def wait_for_requests(traffic: Traffic, n: int, since: float, timeout: float) ->
         time.sleep(0.02)
 
 
+@pytest.mark.parametrize("worker_class", sorted(WORKERS))
 @pytest.mark.parametrize("app", sorted(APPS))
-def test_requests_succeed_while_a_node_is_killed(app: str, cluster: Any, gunicorn_factory: Any) -> None:
-    server = gunicorn_factory(APPS[app], app_env(cluster))
+def test_requests_succeed_while_a_node_is_killed(app: str, worker_class: str, cluster: Any,
+                                                 gunicorn_factory: Any) -> None:
+    server = gunicorn_factory(APPS[app], app_env(cluster), worker_class=worker_class)
     with Traffic(server.base_url) as traffic:
         wait_for_requests(traffic, 200, 0.0, timeout=30)
         victim = cluster.owner_of("w0-0")
@@ -119,7 +127,7 @@ def test_requests_succeed_while_a_node_is_killed(app: str, cluster: Any, gunicor
     assert len(failed) <= FAILOVER_BUDGET, f"{len(failed)} failed requests (budget {FAILOVER_BUDGET}): {failed[:10]}"
     assert len(traffic.results) >= 600
     slowest = max(r[1] - r[0] for r in traffic.results)
-    print(f"{app}: {len(traffic.results)} requests, {len(failed)} failed, killed {victim}, "
+    print(f"{app} ({worker_class}): {len(traffic.results)} requests, {len(failed)} failed, killed {victim}, "
           f"slowest {slowest:.2f}s")
     # Every acknowledged write is still there, read through the app (one GET per key, sampled).
     with requests.Session() as http:
@@ -129,9 +137,10 @@ def test_requests_succeed_while_a_node_is_killed(app: str, cluster: Any, gunicor
     assert not lost, f"acknowledged writes lost after killing {victim}: {lost[:10]}"
 
 
-def test_preloaded_app_reconnects_in_every_forked_worker(cluster: Any, gunicorn_factory: Any) -> None:
+@pytest.mark.parametrize("app", sorted(APPS))
+def test_preloaded_app_reconnects_in_every_forked_worker(app: str, cluster: Any, gunicorn_factory: Any) -> None:
     # --preload imports the app (and makes its client) in the master, then forks the workers.
-    server = gunicorn_factory(APPS["flask"], app_env(cluster), workers=3, preload=True)
+    server = gunicorn_factory(APPS[app], app_env(cluster), workers=3, preload=True)
     pids = set()
     with requests.Session() as http:
         deadline = time.monotonic() + 20
