@@ -197,6 +197,8 @@ class TopGunClient:
         """Unsubscribe live queries, fail queued writes with ClientClosed, close connections."""
         if self._closed:
             return
+        if self._starting:  # another thread is starting it on first use: close what it starts
+            threads.wait_until(lambda: not self._starting, self.config.connect_timeout + threads.GRACE_S)
         if self._start_pending:  # never started here (deferred, or dropped by a fork): nothing to close
             self._closed = True
             return
