@@ -248,3 +248,21 @@ def test_close_from_another_thread_stops_the_loop_thread(server_url: str, make_c
     loop_thread = client._home.loop_thread
     assert run_threads(1, lambda _: client.close()) == []
     assert not loop_thread.alive
+
+
+def test_a_thread_waiting_without_timeout_is_released_when_the_client_closes(server_url: str,
+                                                                            make_client: Any) -> None:
+    client = make_client(server_url, thread_mode="loop")
+    sub = client.map("threads_forever").subscribe()
+    outcome: "queue.Queue[Any]" = queue.Queue()
+
+    def wait_forever() -> None:
+        try:
+            outcome.put(sub.get())          # timeout=None: waits as long as the client lives
+        except BaseException as exc:
+            outcome.put(exc)
+
+    RealThread(target=wait_forever, daemon=True).start()
+    time.sleep(0.2)
+    client.close()
+    assert isinstance(outcome.get(timeout=5.0), ClientClosed)
