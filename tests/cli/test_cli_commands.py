@@ -149,20 +149,15 @@ def test_cluster_status_lists_nodes_partitions_and_map_version(cli_cluster: List
 
 
 @pytest.mark.system
-def test_cluster_status_after_a_node_is_killed(tmp_path: Path) -> None:
-    from topgun.server.process import ProcessCluster
-    cluster = ProcessCluster(3, log_dir=tmp_path)
-    try:
-        cluster.start(timeout=30.0)
-        cluster.kill("n3")
-        cluster.wait_converged(timeout=20.0)
-        got = topgun("cluster", "status", "--seeds", cluster.url("n1"))
-        assert got.returncode == 0, got.stderr
-        status = ujson.loads(got.stdout)
-        live = {n: s for n, s in status["nodes"].items() if s["partitions"]}
-        assert sorted(live) == ["n1", "n2"] and status["partitions"] == 271
-    finally:
-        cluster.stop()
+def test_cluster_status_after_a_node_is_killed(topgun_process_cluster_factory: Any) -> None:
+    cluster = topgun_process_cluster_factory(3)
+    cluster.kill("n3")
+    cluster.wait_converged(timeout=20.0)
+    got = topgun("cluster", "status", "--seeds", cluster.url("n1"))
+    assert got.returncode == 0, got.stderr
+    status = ujson.loads(got.stdout)
+    live = {n: s for n, s in status["nodes"].items() if s["partitions"]}
+    assert sorted(live) == ["n1", "n2"] and status["partitions"] == 271
 
 
 def test_server_help_and_command_list() -> None:

@@ -117,8 +117,9 @@ class Gunicorn:
 
 @pytest.fixture
 def cluster(topgun_process_cluster_factory: Callable[..., ProcessCluster]) -> ProcessCluster:
-    """Three ``python -m topgun.server`` processes (SIGKILL-able)."""
+    """Three ``python -m topgun.server`` processes (SIGKILL-able), from the topgun pytest plugin."""
     return topgun_process_cluster_factory(3)
+
 
 @pytest.fixture
 def gunicorn_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Gunicorn]]:
