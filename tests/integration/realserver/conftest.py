@@ -4,10 +4,9 @@ from __future__ import annotations
 from typing import Any, Iterator, List
 
 import pytest
+from realserver_helpers import MakeClient
 
 from topgun.client import TopGunClient
-
-from realserver_helpers import MakeClient
 
 
 @pytest.fixture

@@ -9,12 +9,11 @@ import time
 from typing import Any, Callable, List, Optional
 
 import pytest
+from realserver_helpers import MakeClient
 
 import topgun
 from topgun.testing.jwt import make_hs256_token
 from topgun.testing.realserver import RealServer
-
-from realserver_helpers import MakeClient
 
 pytestmark = pytest.mark.realserver
 

@@ -5,11 +5,10 @@ import time
 from typing import Any
 
 import pytest
+from realserver_helpers import MakeClient
 
 from topgun.errors import ConfigurationError
 from topgun.testing.realserver import RealServer
-
-from realserver_helpers import MakeClient
 
 pytestmark = pytest.mark.realserver
 

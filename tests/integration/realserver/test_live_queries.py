@@ -10,14 +10,13 @@ from typing import Any, Dict, List
 
 import gevent
 import pytest
+from realserver_helpers import MakeClient, wait_until
 
 from topgun import P
 from topgun.errors import OperationTimeout
 from topgun.protocol import messages as m
 from topgun.queries import Change
 from topgun.testing.realserver import RealServer
-
-from realserver_helpers import MakeClient, wait_until
 
 pytestmark = pytest.mark.realserver
 

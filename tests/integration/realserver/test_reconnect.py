@@ -5,12 +5,11 @@ from typing import List
 
 import gevent
 import pytest
+from realserver_helpers import MakeClient, wait_until
 
 from topgun.errors import OperationTimeout
 from topgun.queries import Change
 from topgun.testing.realserver import RealServer
-
-from realserver_helpers import MakeClient, wait_until
 
 pytestmark = pytest.mark.realserver
 

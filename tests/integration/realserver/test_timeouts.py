@@ -4,12 +4,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from realserver_helpers import MakeClient
 
 from topgun.errors import OperationTimeout
 from topgun.protocol import messages as m
 from topgun.testing.realserver import RealServer
-
-from realserver_helpers import MakeClient
 
 pytestmark = pytest.mark.realserver
 
