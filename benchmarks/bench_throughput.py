@@ -23,6 +23,8 @@ def main() -> None:
         ("real server, single", ["single", "--real-server", *common]),
         ("embedded 1 node, single", ["single", "--embedded", "1", *common]),
         ("embedded 3 nodes, throughput", ["throughput", "--embedded", "3", *common]),
+        ("embedded 3 nodes, throughput, put_all 20", ["throughput", "--embedded", "3", "--batch-size", "20",
+                                                      *common]),
         ("embedded 3 nodes, throughput, put_all 100", ["throughput", "--embedded", "3", "--batch-size", "100",
                                                        *common]),
     ], rounds=a.rounds, baseline="real server, single")
