@@ -130,3 +130,13 @@ def test_topgun_cli_has_the_bench_subcommand() -> None:
     for flag in ("--embedded", "--seeds", "--url", "--users", "--duration", "--keys", "--value-size", "--batch-size",
                  "--write-concern", "--dumb", "--threshold", "--json"):
         assert flag in proc.stdout
+
+
+@pytest.mark.realserver
+def test_single_on_a_real_server_it_starts_itself(tmp_path: Path, topgun_server_binary) -> None:
+    rc, _, stderr, doc = bench(tmp_path, "single", "--real-server", "--no-default-thresholds", *short())
+    assert rc == 0, stderr
+    assert_complete(doc, "single")
+    assert doc["target"]["kind"] == "real-server"
+    assert set(doc["cpu"]["cpu_cores"]) == {"client", "n1"}        # the node it started is measured too
+    assert doc["cpu"]["cpu_us_per_op_total"] > 0
