@@ -32,16 +32,16 @@ pytestmark = [pytest.mark.realserver, pytest.mark.timeout(900)]
 # harnesses fork server processes (a slow syscall under load), and the raw test client encodes
 # 16 MiB frames on purpose for the conformance tests.
 TOOLING = ("topgun/testing/", "topgun/server/rawclient.py", "topgun/server/process.py")
-# A report whose innermost frame is one of gevent's waits was sampled after the block ended
-# (the monitor reads the stack when it reports, not when the hub stalled): nothing was blocking.
-_WAITS = {"sleep", "switch", "wait", "get", "join", "_primitive_wait", "wait_on_watcher"}
 
 
 def stale(stack: List[List[Any]]) -> bool:
-    if not stack:
-        return True
-    file, _, func = stack[-1]
-    return "gevent" in Path(file).parts and func in _WAITS
+    """A stack that ends inside gevent was sampled while its greenlet waited cooperatively.
+
+    The monitor reads the stack when it reports, not when the hub stalled, so the block had
+    ended by then (seen: an engine greenlet sitting in gevent.sleep). gevent's own code does not
+    block the hub; the syscalls that can (fork in gevent.subprocess) belong to test tooling.
+    """
+    return not stack or "gevent" in Path(stack[-1][0]).parts
 
 
 def ours(report: Dict[str, Any]) -> Optional[str]:
