@@ -16,7 +16,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -61,25 +61,43 @@ def culprit(stack: List[List[Any]]) -> Optional[str]:
     return None
 
 
-def test_no_blocked_hub_report_points_into_topgun(tmp_path: Path) -> None:
-    reports_path = tmp_path / "hub_reports.jsonl"
+def monitored_run(tmp_path: Path, name: str,
+                  targets: List[str]) -> Tuple[subprocess.CompletedProcess, List[Dict[str, Any]]]:
+    """Run pytest on ``targets`` under the hub monitor; its result and the reports recorded."""
+    reports_path = tmp_path / f"{name}.jsonl"
     env = {**os.environ, "GEVENT_MONITOR_THREAD_ENABLE": "1", "GEVENT_MAX_BLOCKING_TIME": "0.1",
            "GEVENT_MONITOR_PRINT_BLOCKING_REPORTS": "false", "TOPGUN_HUB_REPORTS": str(reports_path),
            "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)])}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "hub_monitor_plugin",
-                           "-p", "no:cacheprovider", "-m", "not system", *SUBSET],
+                           "-p", "no:cacheprovider", "-m", "not system", *targets],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=840)
+    reports: List[Dict[str, Any]] = []
+    if reports_path.exists():
+        reports = [json.loads(line) for line in reports_path.read_text().splitlines() if line.strip()]
+    return proc, reports
+
+
+def test_no_blocked_hub_report_points_into_topgun(tmp_path: Path) -> None:
+    proc, reports = monitored_run(tmp_path, "suite", SUBSET)
     # Failures of the monitored tests are theirs to report (they run on their own as well); this
     # test is about the hub, so it only needs the run to have gone through.
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     passed = re.search(r"(\d+) passed", summary)
     assert proc.returncode in (0, 1) and passed and int(passed.group(1)) >= 500, \
         f"the monitored run did not go through:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
-    reports: List[Dict[str, Any]] = []
-    if reports_path.exists():
-        reports = [json.loads(line) for line in reports_path.read_text().splitlines() if line.strip()]
     blamed = [(r["test"], ours(r), r["stack"][-6:]) for r in reports if ours(r)]
     others = sorted({culprit(r["stack"]) or "(no frame of ours)" for r in reports if not ours(r)})
     print(f"{len(reports)} blocked-hub reports; ours: {len(blamed)}; elsewhere: {others[:20]}")
+    if blamed:
+        # The monitor samples late and a loaded machine stretches everything: a real block (the
+        # put_all one was) shows up again at the same line when its tests run again (twice: gevent
+        # checks every 0.1 s, so a block of 0.1-0.2 s is seen only some of the time); noise does not.
+        tests = sorted({test for test, _, _ in blamed if test})
+        repeated = set()
+        for attempt in range(2):
+            _, again = monitored_run(tmp_path, f"rerun{attempt}", tests)
+            repeated |= {(r["test"], ours(r)) for r in again if ours(r)}
+        blamed = [b for b in blamed if (b[0], b[1]) in repeated]
+        print(f"after re-running {tests}: {len(blamed)} repeated")
     assert not blamed, "the hub was blocked by topgun code:\n" + "\n".join(
         f"{test}: {where}\n    {stack}" for test, where, stack in blamed)
