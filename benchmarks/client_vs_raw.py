@@ -430,10 +430,9 @@ def breakdown(n: int) -> str:
 
     gc.disable()
     try:
-        ops = stage("build ops: key check, value check (msgpack pack), HLC, op dicts  [maps._put_op]",
-                    lambda: [handle._put_op(k, v, None) for k, v in items])
-        writes = stage("queue: PendingWrite + AsyncResult, deadline heap  [engine.submit]",
-                       lambda: engine.submit_many(ops))
+        writes = stage("build and queue: key and value checks, HLC, PendingWrite  [maps._put, engine.submit_put]",
+                       lambda: [handle._put(k, v, None, None) for k, v in items])
+        ops = [w.wire() for w in writes]
         stage("flush: route, busy map, sort by partition (fnv1a32), encode OP_BATCH  [engine._flush_once]",
               engine._flush_once)
         batches = list(engine._inflight.items())

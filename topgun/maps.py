@@ -7,15 +7,15 @@ None); anything else raises ``ConfigurationError`` before it is queued.
 """
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import gevent
 from gevent.event import AsyncResult
 
 from . import threads
-from .errors import ConfigurationError, LocalProtocolError
+from .errors import ConfigurationError, TopGunError
 from .protocol import codec
-from .protocol import messages as m
 from .queries import Change, Subscription, build_query
 from .sync.reads import MISSING, point_read
 
@@ -34,13 +34,27 @@ def _check_key(key: Any) -> str:
     return key
 
 
+_SCALARS = (int, float, bool, type(None))
+_MSGPACK_TYPES = (str, bytes, bytearray, dict, list, tuple) + _SCALARS
+
+
 def _check_value(value: Any) -> None:
-    try:
+    """Cheap checks before queueing; the full check is the frame's own encoding.
+
+    Containers are not encoded twice: one holding something msgpack cannot encode fails only
+    its own write (ConfigurationError) when the engine encodes its frame.
+    """
+    if isinstance(value, _SCALARS):
+        return
+    if not isinstance(value, _MSGPACK_TYPES):
+        raise ConfigurationError(f"value cannot be stored: {type(value).__name__} is not msgpack-encodable "
+                                 "(use dict, list, str, bytes, int, float, bool or None)")
+    # A str may take up to 4 bytes per character encoded; only look closer near the limit.
+    near_limit = _MAX_VALUE_BYTES // (4 if isinstance(value, str) else 1)
+    if isinstance(value, (str, bytes, bytearray)) and len(value) > near_limit:
         size = len(codec.encode_wire(value))
-    except LocalProtocolError as exc:
-        raise ConfigurationError(f"value cannot be stored: {exc}") from None
-    if size > _MAX_VALUE_BYTES:
-        raise ConfigurationError(f"value is {size} bytes encoded; the limit is {_MAX_VALUE_BYTES}")
+        if size > _MAX_VALUE_BYTES:
+            raise ConfigurationError(f"value is {size} bytes encoded; the limit is {_MAX_VALUE_BYTES}")
 
 
 class MapHandle:
@@ -58,20 +72,20 @@ class MapHandle:
 
     # ------------------------------------------------------------------ writes
 
-    def _put_op(self, key: str, value: Any, ttl: Optional[float]) -> Dict[str, Any]:
+    def _put(self, key: str, value: Any, ttl: Optional[float], timeout: Optional[float]) -> Any:
         _check_key(key)
         _check_value(value)
-        record: Dict[str, Any] = {"value": value, "timestamp": self._client._hlc.now().to_wire()}
+        ttl_ms = None
         if ttl is not None:
-            if ttl <= 0:
+            if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not ttl > 0:
                 raise ConfigurationError(f"ttl must be positive seconds, got {ttl!r}")
-            record["ttlMs"] = int(ttl * 1000)
-        return {"mapName": self.name, "key": key, "opType": "PUT", "record": record}
+            ttl_ms = int(ttl * 1000)
+        return self._engine.submit_put(self.name, key, value, self._client._hlc.now(), ttl_ms=ttl_ms, timeout=timeout)
 
-    def _remove_op(self, key: str) -> Dict[str, Any]:
+    def _remove(self, key: str, timeout: Optional[float]) -> Any:
         _check_key(key)
-        return {"mapName": self.name, "key": key, "opType": "REMOVE",
-                "record": {"value": None, "timestamp": self._client._hlc.now().to_wire()}}
+        return self._engine.submit_put(self.name, key, None, self._client._hlc.now(), timeout=timeout,
+                                       op_type="REMOVE")
 
     @threads.blocking()
     def set(self, key: str, value: Any, *, ttl: Optional[float] = None, timeout: Optional[float] = None) -> None:
@@ -81,7 +95,7 @@ class MapHandle:
             ConfigurationError: bad key or value.
             OperationTimeout: not acknowledged within ``timeout`` (default: request_timeout).
         """
-        self._engine.wait([self._engine.submit(self._put_op(key, value, ttl), timeout)])
+        self._engine.wait([self._put(key, value, ttl, timeout)])
 
     put = set
 
@@ -89,35 +103,66 @@ class MapHandle:
     def set_async(self, key: str, value: Any, *, ttl: Optional[float] = None,
                   timeout: Optional[float] = None) -> AsyncResult:
         """Queue a write; the returned AsyncResult completes on acknowledgement."""
-        return self._engine.submit(self._put_op(key, value, ttl), timeout).result
+        return self._put(key, value, ttl, timeout).result
 
     @threads.blocking()
     def remove(self, key: str, *, timeout: Optional[float] = None) -> None:
         """Delete ``key`` and wait for the acknowledgement."""
-        self._engine.wait([self._engine.submit(self._remove_op(key), timeout)])
+        self._engine.wait([self._remove(key, timeout)])
 
     delete = remove
 
     @threads.blocking()
     def remove_async(self, key: str, *, timeout: Optional[float] = None) -> AsyncResult:
-        return self._engine.submit(self._remove_op(key), timeout).result
+        return self._remove(key, timeout).result
 
     @threads.blocking()
     def put_all(self, items: Union[Mapping[str, Any], Iterable[Tuple[str, Any]]], *,
                 timeout: Optional[float] = None) -> int:
-        """Write many entries (sent as OP_BATCH frames); returns how many were acknowledged."""
-        pairs = items.items() if isinstance(items, Mapping) else items
-        ops = []
-        for k, v in pairs:  # every value is checked before any is queued
-            ops.append(self._put_op(k, v, None))
-            if len(ops) % _YIELD_EVERY == 0:
-                gevent.sleep(0)  # encoding 10,000 values takes longer than the hub may be held
-        writes = []
-        for i in range(0, len(ops), _YIELD_EVERY):
-            writes += self._engine.submit_many(ops[i:i + _YIELD_EVERY], timeout)
-            gevent.sleep(0)  # and the flusher starts sending the first batches meanwhile
-        self._engine.wait(writes)
-        return len(writes)
+        """Write many entries (sent as OP_BATCH frames); returns how many were acknowledged.
+
+        Not atomic: entries go out in windows of up to 5000, each checked whole before it is
+        queued. A bad key or value raises ConfigurationError once the windows before it are
+        acknowledged, and nothing of its own window is written. A write that fails raises
+        after the others finished.
+        """
+        pairs = iter(items.items() if isinstance(items, Mapping) else items)
+        engine = self._engine
+        deadline = engine.clock.monotonic() + (engine.request_timeout if timeout is None else timeout)
+        # Queue a window at a time, two windows in flight: the server keeps busy while a bounded
+        # number of writes is alive (tens of thousands queued at once cost more in garbage
+        # collection than in sending), and the hub is never held for long.
+        window = max(_YIELD_EVERY, min(engine.max_in_flight, 5000))
+        outstanding: List[List[Any]] = []
+        count = 0
+        error: Optional[BaseException] = None
+        while True:
+            remaining = max(0.0, deadline - engine.clock.monotonic())
+            chunk = list(itertools.islice(pairs, window))
+            try:
+                for k, v in chunk:  # a window is checked whole before any of it is queued
+                    _check_key(k)
+                    _check_value(v)
+            except ConfigurationError:
+                for writes in outstanding:  # what was queued before is seen through, then we fail
+                    engine.settle(writes)
+                raise
+            ops = [self._put(k, v, None, remaining) for k, v in chunk]
+            if ops:
+                outstanding.append(ops)
+                count += len(ops)
+            if outstanding and (len(outstanding) > 1 or not ops):
+                try:
+                    engine.wait(outstanding.pop(0))
+                except TopGunError as exc:  # keep going: report the first failure at the end
+                    error = error or exc
+            elif ops:
+                gevent.sleep(0)
+            if not ops and not outstanding:
+                break
+        if error is not None:
+            raise error
+        return count
 
     # ------------------------------------------------------------------ reads
 

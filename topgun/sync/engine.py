@@ -26,66 +26,48 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import gevent
 from gevent.event import AsyncResult, Event
 from gevent.pool import Group
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_any, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_any, wait_random_exponential
 
 from ..clock import Clock
-from ..errors import (ClientClosed, ConnectionLost, OperationTimeout, ServerOverloaded, TopGunError,
-                      TransportError)
+from ..errors import (
+    ClientClosed,
+    ConfigurationError,
+    LocalProtocolError,
+    OperationTimeout,
+    ServerOverloaded,
+    TopGunError,
+    TransportError,
+)
 from ..protocol import codec
-from ..protocol.hashing import partition_id
 from ..protocol import messages as m
 from ..transport.connection import Connection
 from .provider import ConnectionProvider
+from .writes import MapKey, PendingWrite, WriteQueue
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SyncEngine", "PendingWrite"]
 
-MapKey = Tuple[str, str]
-
-
-class PendingWrite:
-    """One write on its way: resolved with the achieved level, or an exception."""
-
-    __slots__ = ("op", "mk", "result", "deadline", "done")
-
-    def __init__(self, op: Dict[str, Any], deadline: float) -> None:
-        self.op = op
-        self.mk: MapKey = (op["mapName"], op["key"])
-        self.result = AsyncResult()
-        self.deadline = deadline
-        self.done = False
-
-    def finish(self, value: Any = None, exc: Optional[BaseException] = None) -> None:
-        if self.done:
-            return
-        self.done = True
-        if exc is None:
-            self.result.set(value)
-        else:
-            self.result.set_exception(exc)
-
-
-def _partition_of(w: PendingWrite) -> int:
-    return partition_id(w.mk[1])
-
 
 class _Batch:
-    __slots__ = ("conn", "writes", "key", "sent_at", "retry_at", "waiter")
+    __slots__ = ("conn", "writes", "key", "seq", "sent_at", "retry_at", "suspect", "waiter", "first_deadline")
 
-    def __init__(self, conn: Connection, writes: List[PendingWrite], sent_at: float, retry_at: float) -> None:
+    def __init__(self, conn: Connection, writes: List[PendingWrite], seq: int, sent_at: float,
+                 retry_at: float) -> None:
         self.conn = conn
         self.writes = writes
-        self.key = ("ack", writes[-1].op["id"])
+        self.key = ("ack", writes[-1].id)
+        self.seq = seq            # send order on this engine
         self.sent_at = sent_at
-        self.retry_at = retry_at
+        self.retry_at = retry_at  # when the reaper next asks whether the frame was lost
+        self.suspect = False      # the server reported dropping frames after this one was sent
         self.waiter: Optional[AsyncResult] = None
+        self.first_deadline = min(w.deadline for w in writes)
 
 
 class SyncEngine:
@@ -107,10 +89,12 @@ class SyncEngine:
         self._on_message = on_message
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
-        self._queue: Deque[PendingWrite] = deque()
-        # Deadlines of writes not yet acknowledged, soonest first: a short deadline behind a
-        # long one still expires on time. Entries of finished writes are dropped lazily.
+        self._queue = WriteQueue()
+        # Writes are queued in deadline order as long as every write gets the same timeout, and
+        # the reaper then only looks at queue fronts. A write with an earlier deadline than one
+        # queued before it also goes into this heap, so it still expires on time.
         self._deadlines: List[Tuple[float, int, PendingWrite]] = []
+        self._latest_deadline = 0.0
         self._seq = itertools.count()
         self._busy: Dict[MapKey, int] = {}
         self._inflight: Dict[int, _Batch] = {}
@@ -119,6 +103,8 @@ class SyncEngine:
         self._group = Group()
         self._closed = False
         self._pause_until = 0.0
+        self._ack_latency = 0.05                # moving average of ack latency, seconds
+        self._acked_seq: Dict[int, int] = {}    # connection id -> newest acknowledged send order
         self._ids = itertools.count(1)
         self._batch_ids = itertools.count(1)
         self.stats = {"batches": 0, "ops_sent": 0, "resent": 0, "acked": 0, "timeouts": 0, "server_errors": 0}
@@ -136,8 +122,10 @@ class SyncEngine:
         self._closed = True
         self._wake.set()
         closed = ClientClosed("the client was closed")
-        while self._queue:
-            self._queue.popleft().finish(exc=closed)
+        for w in self._queue.drain():
+            w.finish(exc=closed)
+        for _, _, w in self._deadlines:
+            w.finish(exc=closed)
         for batch in list(self._inflight.values()):
             for w in batch.writes:
                 w.finish(exc=closed)
@@ -177,11 +165,13 @@ class SyncEngine:
 
     def _server_dropped_frames(self, conn: Connection, msg: m.Error) -> None:
         # The real server's ERROR names no request, and the frame it answers is dropped
-        # (possibly half applied). Resend whatever that connection has not acknowledged soon.
+        # (possibly half applied). Frames of that connection still unacknowledged a little
+        # after their usual ack latency are the dropped ones: resend those, not all.
         now = self.clock.monotonic()
-        soon = now + 0.05
+        soon = now + max(0.05, 3 * self._ack_latency)
         for batch in self._inflight.values():
             if batch.conn is conn:
+                batch.suspect = True
                 batch.retry_at = min(batch.retry_at, soon)
         if msg.code == 429:
             self._pause_until = now + 0.02
@@ -189,30 +179,56 @@ class SyncEngine:
     # ------------------------------------------------------------------ writes
 
     def submit(self, op: Dict[str, Any], timeout: Optional[float] = None) -> PendingWrite:
-        """Queue one write. ``op`` is a wire op dict; an ``id`` is assigned here."""
-        if self._closed:
-            raise ClientClosed("the client is closed")
-        op["id"] = str(next(self._ids))
-        w = PendingWrite(op, self.clock.monotonic() + (timeout if timeout is not None else self.request_timeout))
-        self._queue.append(w)
-        heapq.heappush(self._deadlines, (w.deadline, next(self._seq), w))
-        self._wake.set()
-        return w
+        """Queue one write given as a wire op dict; its ``id`` is assigned here."""
+        return self._enqueue(PendingWrite.from_op(op, self._deadline(timeout)))
 
     def submit_many(self, ops: Iterable[Dict[str, Any]], timeout: Optional[float] = None) -> List[PendingWrite]:
         return [self.submit(op, timeout) for op in ops]
+
+    def submit_put(self, map_name: str, key: str, value: Any, ts: Tuple[int, int, str], *,
+                   ttl_ms: Optional[int] = None, timeout: Optional[float] = None,
+                   op_type: str = "PUT") -> PendingWrite:
+        """Queue one LWW write (``op_type`` PUT or REMOVE); the fast path used by maps."""
+        return self._enqueue(PendingWrite(map_name, key, self._deadline(timeout), op_type=op_type, value=value,
+                                          ts=ts, ttl_ms=ttl_ms))
+
+    def _deadline(self, timeout: Optional[float]) -> float:
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        return self.clock.monotonic() + (timeout if timeout is not None else self.request_timeout)
+
+    def _enqueue(self, w: PendingWrite) -> PendingWrite:
+        w.id = str(next(self._ids))
+        self._queue.append(w)
+        if w.deadline < self._latest_deadline:
+            heapq.heappush(self._deadlines, (w.deadline, next(self._seq), w))
+        else:
+            self._latest_deadline = w.deadline
+        self._wake.set()
+        return w
 
     def wait(self, writes: List[PendingWrite]) -> List[Any]:
         """Block until every write is acknowledged; raise the first failure (after its deadline)."""
         out = []
         for w in writes:
-            remaining = w.deadline - self.clock.monotonic()
-            try:
-                out.append(w.result.get(timeout=max(0.0, remaining) + 0.05))
-            except gevent.Timeout:
-                self._expire(w)
-                out.append(w.result.get(block=False))
+            if not w.done:
+                remaining = w.deadline - self.clock.monotonic()
+                try:
+                    w.result.get(timeout=max(0.0, remaining) + 0.05)
+                except gevent.Timeout:
+                    self._expire(w)
+                except TopGunError:
+                    pass  # raised below, from the write itself
+            out.append(w.outcome())
         return out
+
+    def settle(self, writes: List[PendingWrite]) -> None:
+        """Wait for every write to finish, ignoring their errors."""
+        for w in writes:
+            try:
+                self.wait([w])
+            except TopGunError:
+                pass
 
     def _expire(self, w: PendingWrite) -> None:
         if not w.done:
@@ -242,51 +258,70 @@ class SyncEngine:
                 gevent.sleep(0)  # let other greenlets add writes: they join the next batch
 
     def _flush_once(self) -> bool:
+        """Send what room allows, partition by partition; True if some key had no connection."""
         groups: Dict[int, Tuple[Connection, List[PendingWrite]]] = {}
-        held: List[PendingWrite] = []
         blocked = False
         room = self.max_in_flight - self._inflight_ops
-        scanned_held = 0
+        busy = self._busy
         queue = self._queue
-        while queue and room > 0 and scanned_held < 4 * self.batch_size:
-            w = queue.popleft()
-            if w.done:
-                continue
-            if w.mk in self._busy:
-                held.append(w)
-                scanned_held += 1
-                continue
-            try:
-                conn = self.provider.connection_for_key(w.mk[1])
-            except TopGunError:
-                held.append(w)
-                scanned_held += 1
-                blocked = True
-                continue
-            self._busy[w.mk] = self._busy.get(w.mk, 0) + 1
-            group = groups.get(id(conn))
-            if group is None:
-                groups[id(conn)] = (conn, [w])
-            else:
-                group[1].append(w)
-            room -= 1
-        if held:
-            queue.extendleft(reversed(held))
+        for pid, bucket in queue.partitions():
+            if room <= 0:
+                break
+            held: List[PendingWrite] = []
+            popped = 0
+            while bucket and room > 0 and len(held) < self.batch_size:
+                w = bucket.popleft()
+                popped += 1
+                if w.done:
+                    continue
+                if w.mk in busy:  # an earlier write to this key is in flight: keep order
+                    held.append(w)
+                    continue
+                try:
+                    conn = self.provider.connection_for_key(w.key)
+                except TopGunError:
+                    held.append(w)  # the partition has no usable owner: try it again later
+                    blocked = True
+                    break
+                busy[w.mk] = busy.get(w.mk, 0) + 1
+                group = groups.get(id(conn))
+                if group is None:
+                    groups[id(conn)] = (conn, [w])
+                else:
+                    group[1].append(w)
+                room -= 1
+            if held:
+                bucket.extendleft(reversed(held))
+            queue.taken(pid, popped - len(held), bucket, stop_here=room <= 0)
         for conn, writes in groups.values():
-            # The server splits a frame into one task per partition it touches; frames sorted
-            # by partition touch few, which halves its work per op and avoids its 429s.
-            # Safe for ordering: one flush never holds two writes to the same key.
-            writes.sort(key=_partition_of)
             for i in range(0, len(writes), self.batch_size):
                 self._send_batch(conn, writes[i:i + self.batch_size])
         return blocked
 
+    def _encode(self, writes: List[PendingWrite]) -> bytes:
+        payload: Dict[str, Any] = {"ops": [w.wire() for w in writes], "writeConcern": self.write_concern}
+        return codec.encode_wire({"type": "OP_BATCH", "payload": payload})
+
     def _send_batch(self, conn: Connection, writes: List[PendingWrite]) -> None:
+        # Values are first encoded here, once: a value msgpack cannot encode fails its own
+        # write only, and a frame over the server's 16 MiB limit is split, not dropped.
+        try:
+            frame = self._encode(writes)
+        except LocalProtocolError:
+            self._send_valid(conn, writes)
+            return
+        if len(frame) > codec.MAX_FRAME_BYTES - 1024:
+            if len(writes) == 1:
+                self._reject(writes[0], f"the write is {len(frame)} bytes encoded; the server takes "
+                                        f"at most {codec.MAX_FRAME_BYTES} per frame")
+            else:
+                half = len(writes) // 2
+                self._send_batch(conn, writes[:half])
+                self._send_batch(conn, writes[half:])
+            return
         now = self.clock.monotonic()
-        batch = _Batch(conn, writes, now, now + self.attempt_timeout)
-        payload: Dict[str, Any] = {"ops": [w.op for w in writes], "writeConcern": self.write_concern}
-        frame = codec.encode_wire({"type": "OP_BATCH", "payload": payload})
         bid = next(self._batch_ids)
+        batch = _Batch(conn, writes, bid, now, now + self.attempt_timeout)
         try:
             batch.waiter = conn.expect(batch.key)
             self._inflight[bid] = batch
@@ -299,17 +334,36 @@ class SyncEngine:
         self.stats["ops_sent"] += len(writes)
         batch.waiter.rawlink(lambda result, bid=bid: self._batch_done(bid, result))
 
+    def _send_valid(self, conn: Connection, writes: List[PendingWrite]) -> None:
+        good = []
+        for w in writes:
+            try:
+                codec.encode_wire(w.wire())
+            except LocalProtocolError as exc:
+                self._reject(w, f"value of {w.mk[0]}/{w.mk[1]!r} cannot be stored: {exc}")
+            else:
+                good.append(w)
+        if good:
+            self._send_batch(conn, good)
+
+    def _reject(self, w: PendingWrite, message: str) -> None:
+        self._unbusy(w)
+        w.finish(exc=ConfigurationError(message))
+
+    def _unbusy(self, w: PendingWrite) -> None:
+        n = self._busy.get(w.mk, 0) - 1
+        if n > 0:
+            self._busy[w.mk] = n
+        else:
+            self._busy.pop(w.mk, None)
+
     def _release(self, bid: int) -> Optional[_Batch]:
         batch = self._inflight.pop(bid, None)
         if batch is None:
             return None
         self._inflight_ops -= len(batch.writes)
         for w in batch.writes:
-            n = self._busy.get(w.mk, 0) - 1
-            if n > 0:
-                self._busy[w.mk] = n
-            else:
-                self._busy.pop(w.mk, None)
+            self._unbusy(w)
         self._wake.set()
         return batch
 
@@ -320,6 +374,9 @@ class SyncEngine:
         batch = self._release(bid)
         if batch is None:
             return
+        self._ack_latency += 0.1 * (self.clock.monotonic() - batch.sent_at - self._ack_latency)
+        if batch.seq > self._acked_seq.get(batch.conn.cid, 0):
+            self._acked_seq[batch.conn.cid] = batch.seq
         level = getattr(result.value, "achieved_level", None) or self.write_concern
         for w in batch.writes:
             w.finish(level)
@@ -345,8 +402,8 @@ class SyncEngine:
         # New ids: a late ack of the failed frame must not complete the frame that replaces
         # it, which may hold other writes and end with the same op.
         for w in alive:
-            w.op["id"] = str(next(self._ids))
-        self._queue.extendleft(reversed(alive))
+            w.id = str(next(self._ids))
+        self._queue.push_front(alive)
         self._wake.set()
 
     def _reaper(self) -> None:
@@ -355,18 +412,34 @@ class SyncEngine:
             self.clock.sleep(tick)
             now = self.clock.monotonic()
             for bid, batch in list(self._inflight.items()):
+                if batch.first_deadline <= now:  # in flight at its deadline: the caller is told now
+                    for w in batch.writes:
+                        if w.deadline <= now:
+                            self._expire(w)
                 if batch.retry_at <= now:
-                    self._batch_failed(bid, OperationTimeout("no ack within the attempt timeout"))
+                    self._maybe_lost(bid, batch, now)
+            self._queue.expire_fronts(now, self._expire)
             heap = self._deadlines
             while heap and (heap[0][0] <= now or heap[0][2].done):
                 self._expire(heapq.heappop(heap)[2])  # withdrawn: the flusher skips done writes
-            if len(heap) > 2 * (len(self._queue) + self._inflight_ops) + 1024:
-                self._deadlines = [e for e in heap if not e[2].done]
-                heapq.heapify(self._deadlines)
+
+    def _maybe_lost(self, bid: int, batch: _Batch, now: float) -> None:
+        """Resend an unacknowledged frame only on evidence that the server lost it.
+
+        A busy server is slow, not lossy: resending what it is still working on only adds
+        to its load. Evidence is a later frame of the same connection acknowledged (the
+        server runs frames out of order, but not one frame for ever), an ERROR 429/500
+        after it was sent, or a stall far past the attempt timeout.
+        """
+        overtaken = self._acked_seq.get(batch.conn.cid, 0) > batch.seq
+        if overtaken or batch.suspect or now - batch.sent_at >= 4 * self.attempt_timeout:
+            self._batch_failed(bid, OperationTimeout("no ack within the attempt timeout"))
+        else:
+            batch.retry_at = now + self.attempt_timeout / 2
 
     @property
     def queued(self) -> int:
-        return sum(1 for w in self._queue if not w.done)
+        return self._queue.pending()
 
     @property
     def in_flight(self) -> int:

@@ -1,0 +1,167 @@
+"""The engine's write records and its send queue.
+
+``PendingWrite`` is one write on its way. It keeps the write's fields, not its wire dict:
+the dicts are built when the frame is encoded and die straight after, so the only objects a
+queued write keeps alive are itself and its key tuple. (With tens of thousands of writes
+queued, every extra long-lived object per write shows up as garbage-collector time.) Its
+``AsyncResult`` is made only when someone asks for one.
+
+``WriteQueue`` holds the writes not yet sent, one FIFO per partition, visited round-robin.
+Frames built from it touch few partitions, which is what the server's cost per write
+depends on (it runs one task per partition a frame touches), and no sort is needed.
+A key's writes share one FIFO, so they leave in the order they came.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
+
+from gevent.event import AsyncResult
+
+from ..protocol.hashing import PARTITION_COUNT, partition_id
+
+__all__ = ["PendingWrite", "WriteQueue", "MapKey"]
+
+MapKey = Tuple[str, str]
+
+
+class PendingWrite:
+    """One write: resolved with the achieved level, or an exception."""
+
+    __slots__ = ("map_name", "key", "mk", "pid", "op_type", "value", "ts", "ttl_ms", "raw", "id",
+                 "deadline", "done", "level", "error", "_result")
+
+    def __init__(self, map_name: str, key: str, deadline: float, *, op_type: str = "PUT", value: Any = None,
+                 ts: Optional[Tuple[int, int, str]] = None, ttl_ms: Optional[int] = None,
+                 raw: Optional[Dict[str, Any]] = None) -> None:
+        self.map_name = map_name
+        self.key = key
+        self.mk: MapKey = (map_name, key)
+        self.pid = partition_id(key)
+        self.op_type = op_type
+        self.value = value
+        self.ts = ts
+        self.ttl_ms = ttl_ms
+        self.raw = raw
+        self.id = ""
+        self.deadline = deadline
+        self.done = False
+        self.level: Any = None
+        self.error: Optional[BaseException] = None
+        self._result: Optional[AsyncResult] = None
+
+    @classmethod
+    def from_op(cls, op: Dict[str, Any], deadline: float) -> "PendingWrite":
+        """A write given as a wire op dict (kept as it is, apart from its id)."""
+        return cls(op["mapName"], op["key"], deadline, op_type=op.get("opType") or "PUT", raw=op)
+
+    def wire(self) -> Dict[str, Any]:
+        """The op as it goes into OP_BATCH.payload.ops."""
+        raw = self.raw
+        if raw is not None:
+            raw["id"] = self.id
+            return raw
+        ts = self.ts
+        record: Dict[str, Any] = {"value": self.value, "timestamp": {"millis": ts[0], "counter": ts[1],  # type: ignore[index]
+                                                                     "nodeId": ts[2]}}  # type: ignore[index]
+        if self.ttl_ms is not None:
+            record["ttlMs"] = self.ttl_ms
+        return {"id": self.id, "mapName": self.map_name, "key": self.key, "opType": self.op_type, "record": record}
+
+    op = property(wire)  # read-only view for tests and logs
+
+    @property
+    def result(self) -> AsyncResult:
+        result = self._result
+        if result is None:
+            result = self._result = AsyncResult()
+            if self.done:
+                self._settle(result)
+        return result
+
+    def _settle(self, result: AsyncResult) -> None:
+        if self.error is None:
+            result.set(self.level)
+        else:
+            result.set_exception(self.error)
+
+    def finish(self, value: Any = None, exc: Optional[BaseException] = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.level, self.error = value, exc
+        if self._result is not None:
+            self._settle(self._result)
+
+    def outcome(self) -> Any:
+        """The achieved level; raises the write's error (only call once done)."""
+        if self.error is not None:
+            raise self.error
+        return self.level
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else "pending"
+        return f"<PendingWrite {self.map_name}/{self.key!r} id={self.id} p{self.pid} {state}>"
+
+
+class WriteQueue:
+    """Writes not yet sent: one FIFO per partition, taken round-robin from a moving cursor."""
+
+    def __init__(self) -> None:
+        self._buckets: Dict[int, Deque[PendingWrite]] = {}
+        self._cursor = 0
+        self.size = 0  # writes held, finished ones included until they are popped
+
+    def __len__(self) -> int:
+        return self.size
+
+    def append(self, w: PendingWrite) -> None:
+        bucket = self._buckets.get(w.pid)
+        if bucket is None:
+            bucket = self._buckets[w.pid] = deque()
+        bucket.append(w)
+        self.size += 1
+
+    def push_front(self, writes: List[PendingWrite]) -> None:
+        """Put writes back ahead of their partitions' queues, keeping their order."""
+        for w in reversed(writes):
+            bucket = self._buckets.get(w.pid)
+            if bucket is None:
+                bucket = self._buckets[w.pid] = deque()
+            bucket.appendleft(w)
+        self.size += len(writes)
+
+    def partitions(self) -> Iterator[Tuple[int, Deque[PendingWrite]]]:
+        """Non-empty partition queues, starting at the cursor and wrapping around."""
+        cursor = self._cursor
+        order = sorted(self._buckets, key=lambda pid: (pid - cursor) % PARTITION_COUNT)
+        for pid in order:
+            bucket = self._buckets.get(pid)
+            if bucket:
+                yield pid, bucket
+
+    def taken(self, pid: int, count: int, bucket: Deque[PendingWrite], stop_here: bool) -> None:
+        """Account for ``count`` writes popped from ``pid``; move the cursor past drained queues."""
+        self.size -= count
+        if not bucket:
+            del self._buckets[pid]
+        self._cursor = pid if stop_here and bucket else (pid + 1) % PARTITION_COUNT
+
+    def expire_fronts(self, now: float, expire: Callable[[PendingWrite], None]) -> None:
+        """Pop finished writes and writes past their deadline from the front of every queue."""
+        for pid in list(self._buckets):
+            bucket = self._buckets[pid]
+            while bucket and (bucket[0].done or bucket[0].deadline <= now):
+                expire(bucket.popleft())
+                self.size -= 1
+            if not bucket:
+                del self._buckets[pid]
+
+    def drain(self) -> List[PendingWrite]:
+        out = [w for bucket in self._buckets.values() for w in bucket]
+        self._buckets.clear()
+        self.size = 0
+        return out
+
+    def pending(self) -> int:
+        return sum(1 for bucket in self._buckets.values() for w in bucket if not w.done)
