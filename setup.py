@@ -17,8 +17,11 @@ setup(
         "ujson>=5.0",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "pytest-timeout>=2.2"],
-        "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "tox>=4", "ruff", "mypy", "websocket-client>=1.6"],
+        # flask, django, gunicorn and requests run the web-app examples in the tests
+        "test": ["pytest>=7.4", "pytest-timeout>=2.2", "flask>=2.3", "django>=4.2", "gunicorn>=21",
+                 "requests>=2.31"],
+        "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "flask>=2.3", "django>=4.2", "gunicorn>=21",
+                "requests>=2.31", "tox>=4", "ruff", "mypy", "websocket-client>=1.6"],
         "locust": ["locust>=2.20"],
     },
     entry_points={

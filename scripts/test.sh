@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command. On first use it creates .venv (with $PYTHON, or the newest of
-# python3.13 .. python3.10); every run installs topgun[test] and the real topgun-server
+# python3.13 .. python3.10); every run installs topgun[test,locust] and the real topgun-server
 # (npm), then runs pytest with your arguments:  scripts/test.sh -m "not realserver" -x
 # Delete .venv to switch Python versions.
 set -euo pipefail
@@ -18,7 +18,7 @@ if [[ ! -x .venv/bin/python ]]; then
     "$python" -m venv .venv || { rm -rf .venv; echo "test.sh: $python -m venv failed" >&2; exit 1; }
 fi
 echo "test.sh: $(.venv/bin/python --version) in .venv"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,locust]'
 echo "test.sh: topgun-server at $(.venv/bin/python -m topgun.testing.realserver install)"
 
 status=0
