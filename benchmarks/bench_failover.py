@@ -19,9 +19,11 @@ def main() -> None:
     p.add_argument("--kills", default="3")
     p.add_argument("--rounds", type=int, default=3)
     a = p.parse_args()
+    common = ["failover", "--embedded", "3", "--users", "50", "--duration", a.duration, "--kills", a.kills,
+              "--down-for", "2"]
     run_matrix("failover", [
-        ("failover, 50 users, set", ["failover", "--embedded", "3", "--users", "50", "--duration", a.duration,
-                                     "--kills", a.kills, "--down-for", "2", "--keys", "20000"]),
+        ("failover, 50 users, set", [*common, "--keys", "20000"]),
+        ("failover, 50 users, put_all 20", [*common, "--keys", "100000", "--batch-size", "20"]),
     ], rounds=a.rounds)
 
 
