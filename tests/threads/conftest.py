@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable
 
 import pytest
 
@@ -39,15 +39,5 @@ def run_python() -> RunPython:
 
 
 @pytest.fixture
-def make_client() -> Iterator[Callable[..., TopGunClient]]:
-    made: List[TopGunClient] = []
-
-    def make(url: str, **kw: Any) -> TopGunClient:
-        client = TopGunClient(url, **kw)
-        made.append(client)
-        return client
-
-    yield make
-    for client in reversed(made):
-        client.close()
-
+def make_client(topgun_url_client_factory: Callable[..., TopGunClient]) -> Callable[..., TopGunClient]:
+    return topgun_url_client_factory

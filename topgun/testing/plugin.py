@@ -159,21 +159,38 @@ def topgun_process_cluster_factory(request: pytest.FixtureRequest,
         cluster.stop()
 
 
-@pytest.fixture
-def topgun_client_factory() -> Iterator[Callable[..., Any]]:
-    """``connect(seeds, *, smart_routing=True, **client_kw) -> TopGunClient`` in cluster mode; closed after."""
-    import topgun
+def _closing(make: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """Yield a client factory; close every client it made, newest first."""
     made: list[Any] = []
 
-    def connect(seeds: Any, *, smart_routing: bool = True, **kw: Any) -> Any:
-        seeds = [seeds] if isinstance(seeds, str) else list(seeds)
-        client = topgun.TopGunClient(cluster=topgun.ClusterConfig(seeds=seeds, smart_routing=smart_routing), **kw)
+    def connect(*args: Any, **kw: Any) -> Any:
+        client = make(*args, **kw)
         made.append(client)
         return client
 
     yield connect
-    for client in made:
+    for client in reversed(made):
         client.close()
+
+
+@pytest.fixture
+def topgun_client_factory() -> Iterator[Callable[..., Any]]:
+    """``connect(seeds, *, smart_routing=True, **client_kw) -> TopGunClient`` in cluster mode; closed after."""
+    import topgun
+
+    def make(seeds: Any, *, smart_routing: bool = True, **kw: Any) -> Any:
+        seeds = [seeds] if isinstance(seeds, str) else list(seeds)
+        return topgun.TopGunClient(cluster=topgun.ClusterConfig(seeds=seeds, smart_routing=smart_routing), **kw)
+
+    yield from _closing(make)
+
+
+@pytest.fixture
+def topgun_url_client_factory() -> Iterator[Callable[..., Any]]:
+    """``connect(url, **client_kw) -> TopGunClient`` for one server; closed after the test."""
+    import topgun
+
+    yield from _closing(topgun.TopGunClient)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from typing import Callable, Iterator, List, Optional
 import pytest
 
 from topgun.server import EmbeddedCluster
-from topgun.server.rawclient import RawClient
 
 pytestmark = pytest.mark.integration
 
@@ -29,20 +28,6 @@ def embedded_node(embedded_cluster_factory: Callable[..., EmbeddedCluster]) -> E
     """A one-node embedded cluster."""
     return embedded_cluster_factory(1)
 
-
-@pytest.fixture
-def raw() -> Iterator[Callable[[str], RawClient]]:
-    """``raw(url) -> RawClient``; closed after the test."""
-    made: List[RawClient] = []
-
-    def connect(url: str) -> RawClient:
-        client = RawClient(url)
-        made.append(client)
-        return client
-
-    yield connect
-    for client in made:
-        client.close()
 
 
 @dataclass

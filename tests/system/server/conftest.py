@@ -5,28 +5,15 @@ until then.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, List
+from typing import Callable
 
 import pytest
 
 from topgun.server.process import ProcessCluster
-from topgun.server.rawclient import RawClient
 
 
 @pytest.fixture
-def process_cluster_factory(topgun_process_cluster_factory: Callable[..., ProcessCluster]) -> Callable[..., ProcessCluster]:
+def process_cluster_factory(
+        topgun_process_cluster_factory: Callable[..., ProcessCluster]) -> Callable[..., ProcessCluster]:
     """``start(nodes=3, **kw) -> ProcessCluster``: the plugin's ``topgun_process_cluster_factory``."""
     return topgun_process_cluster_factory
-
-@pytest.fixture
-def raw() -> Iterator[Callable[[str], RawClient]]:
-    made: List[RawClient] = []
-
-    def connect(url: str) -> RawClient:
-        client = RawClient(url)
-        made.append(client)
-        return client
-
-    yield connect
-    for client in made:
-        client.close()
