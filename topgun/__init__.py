@@ -7,10 +7,24 @@ from __future__ import annotations
 import logging
 
 from .config import ClientConfig, ClusterConfig, ReconnectPolicy, RetryPolicy
-from .errors import (AuthError, ClientClosed, ClusterUnavailable, ConfigurationError, ConnectionLost,
-                     ConnectTimeout, LocalProtocolError, NotOwnerError, OperationTimeout, OpRejected,
-                     ProtocolError, RemoteProtocolError, ServerError, ServerOverloaded, TopGunError,
-                     TransportError)
+from .errors import (
+    AuthError,
+    ClientClosed,
+    ClusterUnavailable,
+    ConfigurationError,
+    ConnectionLost,
+    ConnectTimeout,
+    LocalProtocolError,
+    NotOwnerError,
+    OperationTimeout,
+    OpRejected,
+    ProtocolError,
+    RemoteProtocolError,
+    ServerError,
+    ServerOverloaded,
+    TopGunError,
+    TransportError,
+)
 from .protocol.hashing import PARTITION_COUNT, partition_id
 
 __version__ = "0.1.0"

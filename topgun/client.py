@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import gevent
@@ -24,7 +23,7 @@ from gevent.pool import Group
 
 from . import forking, threads
 from .clock import Clock, GeventClock
-from .config import ClientConfig, ClusterConfig, ReconnectPolicy
+from .config import ClientConfig, ClusterConfig
 from .errors import ClientClosed, ConnectTimeout, TopGunError
 from .maps import MapHandle
 from .protocol import messages as m
@@ -33,6 +32,7 @@ from .queries import Change, Subscription
 from .sync.engine import SyncEngine
 from .sync.provider import ConnectionProvider, SingleServerProvider
 from .transport.connection import Connection, TransportFactory
+
 # Imported here, not on first connect: a first import on the loop thread could be cut in half by
 # a fork (gunicorn --preload), leaving the child a partially initialised module.
 from .transport.websocket import WebSocketTransport

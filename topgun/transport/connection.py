@@ -26,8 +26,15 @@ import gevent
 from gevent.event import AsyncResult, Event
 
 from ..clock import Clock, GeventClock
-from ..errors import (AuthError, ConnectionLost, ConnectTimeout, OperationTimeout, RemoteProtocolError,
-                      TopGunError, server_error)
+from ..errors import (
+    AuthError,
+    ConnectionLost,
+    ConnectTimeout,
+    OperationTimeout,
+    RemoteProtocolError,
+    TopGunError,
+    server_error,
+)
 from ..protocol import codec, correlate
 from ..protocol import messages as m
 from .base import Transport
