@@ -33,6 +33,14 @@ def machine() -> Dict[str, Any]:
     return {"cpu": model, "cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]}
 
 
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def run_once(args: Sequence[str], timeout: float = 900) -> Dict[str, Any]:
     """One ``python -m topgun.bench ARGS --json F`` run; returns its JSON document (exit code kept)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,6 +93,7 @@ def run_matrix(name: str, configs: List[Tuple[str, List[str]]], rounds: int = 3,
         for label, m in medians.items():
             m["ops_ratio_to_baseline"] = round(m["ops_per_s"] / base, 3) if m.get("ops_per_s") else None
     result = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
+              "commit": git_commit(),
               "rounds": rounds, "baseline": baseline,
               "commands": {label: "python -m topgun.bench " + " ".join(args) for label, args in configs},
               "medians": medians, "runs": runs}
@@ -101,7 +110,8 @@ def markdown(result: Dict[str, Any]) -> str:
             if any(m.get(c) is not None for m in result["medians"].values())]
     lines = [f"# {result['benchmark']}", "",
              f"{result['date']}; {result['machine']['cpu']}, {result['machine']['cpus']} CPUs, "
-             f"Python {result['machine']['python']}. Median of {result['rounds']} interleaved runs"
+             f"Python {result['machine']['python']}, commit {result.get('commit') or '?'}. "
+             f"Median of {result['rounds']} interleaved runs"
              + (f"; ratio against `{result['baseline']}`." if result["baseline"] else "."), "",
              "| config | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for label, m in result["medians"].items():
@@ -109,5 +119,7 @@ def markdown(result: Dict[str, Any]) -> str:
     lines += ["", "Commands:", ""]
     lines += [f"- {label}: `{cmd}`" for label, cmd in result["commands"].items()]
     loads = sorted({str(r.get("loadavg")) for rows in result["runs"].values() for r in rows})
-    lines += ["", f"Load averages seen at the end of runs (the machine is shared): {', '.join(loads)}", ""]
+    lines += ["", f"Load averages seen at the end of runs (the machine is shared): {', '.join(loads)}", "",
+              "cpu_us_per_op_total adds the client and every node process that lived through the whole run "
+              "(a restarted node is a new process and is left out).", ""]
     return "\n".join(lines)

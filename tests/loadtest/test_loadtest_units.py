@@ -105,3 +105,12 @@ def test_progress_line_and_table() -> None:
     table = format_table(doc)
     assert "recovery s per kill" in table and "0.500, -" in table
     assert "PASS  lost==0" in table and "killed n2" in table
+
+
+def test_cpu_figures_leave_out_processes_that_changed() -> None:
+    from topgun.loadtest.machine import cpu_figures, process_cpu_s
+    before = {("client", None): 10.0, ("n1", 100): 5.0, ("n2", 200): 5.0}
+    after = {("client", None): 14.0, ("n1", 100): 7.0, ("n2", 300): 0.5}   # n2 was restarted: new pid
+    figures = cpu_figures(before, after, elapsed_s=4.0)
+    assert figures["cpu_cores"] == {"client": 1.0, "n1": 0.5}
+    assert process_cpu_s() is not None and process_cpu_s(pid=2 ** 22 + 12345) is None

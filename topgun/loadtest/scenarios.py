@@ -22,18 +22,16 @@ Verification is on by default for failover and rebalance.
 from __future__ import annotations
 
 import logging
-import os
-import platform
-import resource
 import sys
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Iterable, List, Optional, TextIO
+from typing import Any, Callable, Dict, List, Optional, TextIO
 
 from gevent.pool import Pool
 
 from ..clock import Clock, GeventClock
 from ..errors import ConfigurationError
+from .machine import cpu_figures, cpu_snapshot, loadavg, machine_info
 from .pacing import parse_pacing
 from .report import DEFAULT_THRESHOLDS, evaluate_thresholds, parse_threshold, progress_line
 from .runner import Runner, User
@@ -42,7 +40,7 @@ from .targets import EmbeddedTarget, RealServerTarget, SeedsTarget, Target, UrlT
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BenchOptions", "WriteWorkload", "SCENARIOS", "run_bench", "make_target"]
+__all__ = ["BenchOptions", "WriteWorkload", "SCENARIOS", "run_bench", "make_target", "verify_acked"]
 
 SCENARIOS = ("throughput", "failover", "rebalance", "single")
 CHAOS = ("failover", "rebalance")
@@ -192,12 +190,6 @@ def make_target(opts: BenchOptions) -> Target:
     return EmbeddedTarget(opts.embedded, in_process=opts.in_process)
 
 
-def machine_info() -> Dict[str, Any]:
-    return {"platform": platform.platform(), "python": sys.version.split()[0],
-            "implementation": platform.python_implementation(), "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine()}
-
-
 def _new_client(target: Target, opts: BenchOptions) -> Any:
     from ..client import TopGunClient
     options = target.client_options(cluster=opts.cluster_mode, smart_routing=opts.smart_routing,
@@ -205,48 +197,6 @@ def _new_client(target: Target, opts: BenchOptions) -> Any:
     if opts.write_concern:
         options["write_concern"] = opts.write_concern
     return TopGunClient(request_timeout=opts.request_timeout, connect_timeout=10.0, **options)
-
-
-def _loadavg() -> Optional[List[float]]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def _process_cpu_s(pid: Optional[int] = None) -> Optional[float]:
-    """CPU seconds (user + system) used so far by ``pid`` (None: this process); None if unknown."""
-    if pid is None:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _cpu_snapshot(target: Target, extra_pids: Iterable[int]) -> Dict[str, Any]:
-    # Keyed by name and pid: a node restarted during the run is a new process, and its old
-    # one can no longer be read, so it is left out rather than reported wrong.
-    snap: Dict[Any, Optional[float]] = {("client", None): _process_cpu_s()}
-    pids = dict(target.server_pids())
-    pids.update({f"pid {pid}": pid for pid in extra_pids})
-    for name, pid in pids.items():
-        snap[(name, pid)] = _process_cpu_s(pid)
-    return snap
-
-
-def _cpu_figures(before: Dict[Any, Optional[float]], after: Dict[Any, Optional[float]],
-                 elapsed_s: float) -> Dict[str, Any]:
-    """CPU use of the client and each server process over the run, in cores (1.0 = one core busy)."""
-    cores: Dict[str, Any] = {}
-    for (name, pid), start in before.items():
-        end = after.get((name, pid))
-        if start is not None and end is not None and elapsed_s > 0:
-            cores[name] = round((end - start) / elapsed_s, 3)
-    return {"cpu_cores": cores, "loadavg_end": _loadavg(), "cpus": os.cpu_count()}
 
 
 def _client_view(client: Any) -> Dict[str, Any]:
@@ -316,10 +266,10 @@ def _run_on(target: Target, opts: BenchOptions, out: Optional[TextIO], started_a
                         on_tick=on_tick, stop_grace=opts.request_timeout + 5.0, seed=opts.seed)
         kills = _schedule_chaos(runner, target, opts)
         map_before = client.cluster.map_version if client.cluster is not None else None
-        load_before = _loadavg()
-        cpu_before = _cpu_snapshot(target, opts.server_pids)
+        load_before = loadavg()
+        cpu_before = cpu_snapshot(target, opts.server_pids)
         result = runner.run()
-        cpu = _cpu_figures(cpu_before, _cpu_snapshot(target, opts.server_pids), result.elapsed_s)
+        cpu = cpu_figures(cpu_before, cpu_snapshot(target, opts.server_pids), result.elapsed_s)
         cpu["loadavg_start"] = load_before
         doc: Dict[str, Any] = {"scenario": opts.scenario, "label": opts.label, "started_at": started_at,
                                "target": target.describe(), "machine": machine_info(),
