@@ -203,6 +203,9 @@ class TopGunClient:
             self._closed = True
             return
         home = self._home
+        if home is None:  # already closed
+            self._closed = True
+            return
         try:
             home.run(self._close_on_home, timeout=5.0 + threads.GRACE_S, what="TopGunClient.close()")
         finally:

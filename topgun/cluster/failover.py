@@ -15,25 +15,15 @@ import logging
 from typing import Callable, Optional
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_any, wait_random_exponential
-from tenacity.stop import stop_base
 
 from ..clock import Clock
 from ..config import RetryPolicy
+from ..sync.provider import StopAt
 from .partition_map import LivePartitionMap
 
 log = logging.getLogger(__name__)
 
 __all__ = ["retrying"]
-
-
-class _StopAt(stop_base):
-    """Stop once ``clock`` reaches ``deadline`` (tenacity's stop_after_delay reads its own clock)."""
-
-    def __init__(self, clock: Clock, deadline: float) -> None:
-        self.clock, self.deadline = clock, deadline
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        return self.clock.monotonic() >= self.deadline
 
 
 def retrying(pmap: LivePartitionMap, policy: RetryPolicy, clock: Clock, request_map: Callable[[], None], *,
@@ -76,5 +66,5 @@ def retrying(pmap: LivePartitionMap, policy: RetryPolicy, clock: Clock, request_
     return Retrying(
         retry=retry_if_exception(lambda e: bool(getattr(e, "retryable", False)) and not give_up()),
         wait=wait_random_exponential(multiplier=policy.backoff_s, max=policy.max_backoff_s),
-        stop=stop_any(stop_after_attempt(attempts), _StopAt(clock, limit)),
+        stop=stop_any(stop_after_attempt(attempts), StopAt(clock, limit)),
         before=before, sleep=sleep, before_sleep=before_sleep, reraise=True)

@@ -24,8 +24,8 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024  # the real server resets the connection past
 _packer = msgpack.Packer(use_bin_type=True)
 
 
-def encode_wire(d: Dict[str, Any]) -> bytes:
-    """Pack an already-built wire dict."""
+def encode_wire(d: Any) -> bytes:
+    """Pack an already-built wire dict (or any msgpack-encodable value)."""
     try:
         return _packer.pack(d)
     except (TypeError, ValueError, OverflowError) as exc:

@@ -17,6 +17,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, Type
 
+try:
+    from typing import dataclass_transform
+except ImportError:  # Python 3.10: only type checkers need it
+    def dataclass_transform(**_: Any) -> Callable[[Any], Any]:  # type: ignore[no-redef,misc]
+        return lambda fn: fn
+
 from ..errors import RemoteProtocolError
 from .hlc import Timestamp
 
@@ -154,6 +160,7 @@ def nested(cls: Any, *, many: bool = False, default: Any = dataclasses.MISSING) 
 REGISTRY: Dict[str, Type[Message]] = {}
 
 
+@dataclass_transform(frozen_default=True, field_specifiers=(field, nested))
 def message(type_name: str, shape: str = PAYLOAD) -> Callable[[Type[Any]], Type[Any]]:
     def register(cls: Type[Any]) -> Type[Any]:
         cls = dataclass(frozen=True, slots=True)(cls)

@@ -46,7 +46,7 @@ from ..errors import (
 from ..protocol import codec
 from ..protocol import messages as m
 from ..transport.connection import Connection
-from .provider import ConnectionProvider
+from .provider import ConnectionProvider, StopAt
 from .writes import MapKey, PendingWrite, WriteQueue
 
 log = logging.getLogger(__name__)
@@ -467,7 +467,7 @@ class SyncEngine:
         return Retrying(
             retry=retry_if_exception(lambda e: getattr(e, "retryable", False) and not self._closed),
             wait=wait_random_exponential(multiplier=0.02, max=0.5),
-            stop=stop_any(stop_after_attempt(max_attempts), lambda _: self.clock.monotonic() >= deadline),
+            stop=stop_any(stop_after_attempt(max_attempts), StopAt(self.clock, deadline)),
             before=before, sleep=sleep, before_sleep=before_sleep, reraise=True)
 
     def call(self, fn: Callable[[Connection, float], Any], *, key: Optional[str] = None,

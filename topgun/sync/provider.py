@@ -17,6 +17,8 @@ from typing import Callable, List, Optional, Protocol
 import gevent
 from gevent.event import Event
 from gevent.pool import Group
+from tenacity import RetryCallState
+from tenacity.stop import stop_base
 
 from ..clock import Clock
 from ..config import ReconnectPolicy
@@ -26,7 +28,7 @@ from ..transport.connection import Connection
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ProviderListener", "ConnectionProvider", "SingleServerProvider", "Routing", "backoff_delays"]
+__all__ = ["ProviderListener", "ConnectionProvider", "SingleServerProvider", "Routing", "backoff_delays", "StopAt"]
 
 
 class ProviderListener(Protocol):
@@ -92,6 +94,16 @@ def backoff_delays(policy: ReconnectPolicy, rng: Callable[[], float] = random.ra
     while True:
         yield delay * (1.0 - policy.jitter * rng())
         delay = min(policy.max_s, delay * policy.multiplier)
+
+
+class StopAt(stop_base):
+    """Tenacity stop: once ``clock`` reaches ``deadline`` (``stop_after_delay`` reads its own clock)."""
+
+    def __init__(self, clock: Clock, deadline: float) -> None:
+        self.clock, self.deadline = clock, deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.clock.monotonic() >= self.deadline
 
 
 class SingleServerProvider:
