@@ -24,13 +24,14 @@ from gevent.pool import Group
 from . import forking, threads
 from .clock import Clock, GeventClock
 from .config import ClientConfig, ClusterConfig
-from .errors import ClientClosed, ConnectTimeout, TopGunError
+from .errors import ClientClosed, ConnectTimeout, ServerError, TopGunError
 from .maps import MapHandle
 from .protocol import messages as m
 from .protocol.hlc import HLC
 from .queries import Change, Subscription
 from .sync.engine import SyncEngine
 from .sync.provider import ConnectionProvider, SingleServerProvider
+from .sync.reads import walk_all
 from .transport.connection import Connection, TransportFactory
 
 # Imported here, not on first connect: a first import on the loop thread could be cut in half by
@@ -243,11 +244,20 @@ class TopGunClient:
 
         def attempt(conn: Connection, remaining: float) -> List[Tuple[str, Any]]:
             query_id = uuid.uuid4().hex
+            start = self.clock.monotonic()
             try:
                 reply = conn.request(m.QuerySub(query_id, map_name, query, fields), remaining)
             finally:
                 if conn.is_open:
                     conn.send(m.QueryUnsub(query_id))
+            if getattr(reply, "has_more", False):
+                # The server stops at 10,000 results and cannot page. A whole map is still
+                # readable through its Merkle tree; a filtered query is not, so say so.
+                if query or fields:
+                    raise ServerError(f"the query on {map_name!r} matched more than the server returns at "
+                                      f"once ({len(reply.results)}); narrow it or pass limit=", code="TRUNCATED")
+                left = remaining - (self.clock.monotonic() - start)
+                return list(walk_all(conn, map_name, max(0.0, left)).items())
             return [(r["key"], r.get("value")) for r in reply.results]  # type: ignore[attr-defined]
 
         return self._engine.call(attempt, timeout=timeout)  # type: ignore[no-any-return]

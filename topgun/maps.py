@@ -121,7 +121,7 @@ class MapHandle:
                 timeout: Optional[float] = None) -> int:
         """Write many entries (sent as OP_BATCH frames); returns how many were acknowledged.
 
-        Not atomic: entries go out in windows of up to 5000, each checked whole before it is
+        Not atomic: entries go out in windows of ``max_in_flight`` (at most 5000), each checked whole before it is
         queued. A bad key or value raises ConfigurationError once the windows before it are
         acknowledged, and nothing of its own window is written. A write that fails raises
         after the others finished.

@@ -145,9 +145,10 @@ class Subscriptions:
                                          "pids": pids}, on_reply, timeout=3.0)
 
     def local_matches(self, map_name: str, query: Dict[str, Any], pids: List[int]) -> List[Item]:
-        q = Query(query)
-        items = [(k, rec[1], rec[0]) for k, rec in self.node.store.live_items(map_name, pids)]
-        return q.run(items)[0]
+        # Only the matches: sorting, the limit and the 10,000-result cut (with hasMore) happen
+        # once, on the node that answers, over every owner's matches.
+        match = Query(query).match
+        return [(k, rec[1], rec[0]) for k, rec in self.node.store.live_items(map_name, pids) if match(rec[1])]
 
     def on_gather(self, peer: str, msg: Dict[str, Any]) -> None:
         try:

@@ -8,7 +8,7 @@ answered as an empty bucket list (real server 2.2.0), which also means "missing"
 """
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, Dict, List, Tuple
 
 import gevent
 
@@ -17,7 +17,7 @@ from ..protocol import messages as m
 from ..protocol.hashing import merkle_path, partition_id
 from ..transport.connection import Connection
 
-__all__ = ["point_read", "MISSING"]
+__all__ = ["point_read", "walk_all", "MISSING"]
 
 MISSING = object()
 
@@ -61,3 +61,35 @@ def _get(conn: Connection, result: Any, deadline: float, path: str) -> m.Message
         return result.get(timeout=max(0.0, remaining))  # type: ignore[no-any-return]
     except gevent.Timeout:
         raise OperationTimeout(f"no Merkle reply for {path} from {conn.url}") from None
+
+
+def walk_all(conn: Connection, map_name: str, timeout: float) -> Dict[str, Any]:
+    """Every entry of a map, read through its Merkle tree in aggregate mode.
+
+    For maps too large for one QUERY_RESP (the server stops at 10,000 results and has no
+    paging). Each level is requested at once (pipelined): 1 + 16 + 256 requests, then one
+    per leaf that exists. Aggregate paths cover every partition the node answers for (on the
+    dev cluster, every owner's).
+    """
+    deadline = conn.clock.monotonic() + timeout
+    frontier = [""]
+    for _ in range(3):
+        replies = _fan_out(conn, map_name, frontier, deadline)
+        frontier = [path + child for path, reply in replies
+                    if isinstance(reply, m.SyncRespBuckets) for child in reply.buckets]
+    out: Dict[str, Any] = {}
+    for _, leaf in _fan_out(conn, map_name, frontier, deadline):
+        if isinstance(leaf, m.SyncRespLeaf):  # an emptied leaf answers with no buckets instead
+            for item in leaf.records:
+                out[item.key] = item.record.value
+    return out
+
+
+def _fan_out(conn: Connection, map_name: str, paths: List[str], deadline: float) -> List[Tuple[str, m.Message]]:
+    waiting = [(p, ("merkle", map_name, p), conn.request_async(m.MerkleReqBucket(map_name, p))) for p in paths]
+    try:
+        return [(p, _get(conn, result, deadline, p)) for p, _, result in waiting]
+    finally:
+        for _, k, result in waiting:
+            if not result.ready():
+                conn.forget(k, result)
