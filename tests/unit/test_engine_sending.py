@@ -11,7 +11,7 @@ import gevent.queue
 import pytest
 from test_engine import ATTEMPT, WAIT, Rig, sync
 
-from topgun.errors import ConfigurationError
+from topgun.errors import ConfigurationError, OperationTimeout
 from topgun.protocol import codec
 from topgun.protocol.hashing import partition_id
 
@@ -99,3 +99,29 @@ def test_a_frame_overtaken_by_a_later_ack_is_resent(rig):
     assert lost.result.get(timeout=2 * ATTEMPT + 0.5) == "APPLIED"
     assert [op.key for b in server.batches for op in b.ops].count("a") == 2
     sync(rig)
+
+
+def test_a_blocking_wait_returns_by_the_deadline_without_an_ack(rig):
+    rig.connect(lambda b, n: "drop")
+    w = rig.write("never", timeout=0.3)
+    start = rig.clock.monotonic()
+    with pytest.raises(OperationTimeout):
+        rig.engine.wait([w])
+    assert 0.25 <= rig.clock.monotonic() - start < 0.3 + 0.3
+
+
+def test_a_failing_reaper_pass_does_not_stop_deadlines(rig, monkeypatch):
+    rig.connect(lambda b, n: "drop")
+    real = rig.engine._reap
+    calls = []
+
+    def flaky(now):
+        calls.append(now)
+        if len(calls) == 1:
+            raise RuntimeError("bug in one pass")
+        real(now)
+
+    monkeypatch.setattr(rig.engine, "_reap", flaky)
+    w = rig.write("never", timeout=0.3)
+    with pytest.raises(OperationTimeout):
+        rig.engine.wait([w])

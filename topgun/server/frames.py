@@ -176,7 +176,12 @@ class FrameSocket:
             if self._out:
                 out, self._out, self._out_bytes = self._out, [], 0
                 try:
-                    sock.sendall(b"".join(out))
+                    data = b"".join(out)
+                    # One send() usually takes it all; gevent's sendall() would first read
+                    # SO_SNDBUF with a getsockopt syscall, on every frame.
+                    sent = sock.send(data)
+                    if sent < len(data):
+                        sock.sendall(memoryview(data)[sent:])
                 except (OSError, AttributeError, ValueError):
                     self.closed = True
                     self._abort()

@@ -208,15 +208,16 @@ class SyncEngine:
         return w
 
     def wait(self, writes: List[PendingWrite]) -> List[Any]:
-        """Block until every write is acknowledged; raise the first failure (after its deadline)."""
+        """Block until every write is acknowledged; raise the first failure (after its deadline).
+
+        No timer per write: the reaper finishes every write by its deadline (within one tick)
+        and ``close()`` finishes the rest, so waiting on the result itself cannot outlive it.
+        """
         out = []
         for w in writes:
             if not w.done:
-                remaining = w.deadline - self.clock.monotonic()
                 try:
-                    w.result.get(timeout=max(0.0, remaining) + 0.05)
-                except gevent.Timeout:
-                    self._expire(w)
+                    w.result.get()
                 except TopGunError:
                     pass  # raised below, from the write itself
             out.append(w.outcome())
@@ -407,21 +408,28 @@ class SyncEngine:
         self._wake.set()
 
     def _reaper(self) -> None:
+        # The one place deadlines are enforced (``wait`` has no timer of its own), so a bug in
+        # one pass must not end it: it is logged and the next pass runs.
         tick = 0.05
         while not self._closed:
             self.clock.sleep(tick)
-            now = self.clock.monotonic()
-            for bid, batch in list(self._inflight.items()):
-                if batch.first_deadline <= now:  # in flight at its deadline: the caller is told now
-                    for w in batch.writes:
-                        if w.deadline <= now:
-                            self._expire(w)
-                if batch.retry_at <= now:
-                    self._maybe_lost(bid, batch, now)
-            self._queue.expire_fronts(now, self._expire)
-            heap = self._deadlines
-            while heap and (heap[0][0] <= now or heap[0][2].done):
-                self._expire(heapq.heappop(heap)[2])  # withdrawn: the flusher skips done writes
+            try:
+                self._reap(self.clock.monotonic())
+            except Exception:
+                log.exception("write reaper pass failed; continuing")
+
+    def _reap(self, now: float) -> None:
+        for bid, batch in list(self._inflight.items()):
+            if batch.first_deadline <= now:  # in flight at its deadline: the caller is told now
+                for w in batch.writes:
+                    if w.deadline <= now:
+                        self._expire(w)
+            if batch.retry_at <= now:
+                self._maybe_lost(bid, batch, now)
+        self._queue.expire_fronts(now, self._expire)
+        heap = self._deadlines
+        while heap and (heap[0][0] <= now or heap[0][2].done):
+            self._expire(heapq.heappop(heap)[2])  # withdrawn: the flusher skips done writes
 
     def _maybe_lost(self, bid: int, batch: _Batch, now: float) -> None:
         """Resend an unacknowledged frame only on evidence that the server lost it.

@@ -367,7 +367,11 @@ class WebSocketTransport:
 
     def _sendall(self, frame: bytes) -> None:
         try:
-            self._sock.sendall(frame)
+            # One send() usually takes the whole frame; gevent's sendall() would first read
+            # SO_SNDBUF with a getsockopt syscall, on every frame.
+            sent = self._sock.send(frame)
+            if sent < len(frame):
+                self._sock.sendall(memoryview(frame)[sent:])
         except OSError as exc:
             self._abort()
             raise ConnectionLost(f"sending to {self.url} failed: {exc}") from exc
