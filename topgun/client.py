@@ -24,7 +24,7 @@ from gevent.pool import Group
 from . import forking, threads
 from .clock import Clock, GeventClock
 from .config import ClientConfig, ClusterConfig
-from .errors import ClientClosed, ConnectTimeout, ServerError, TopGunError
+from .errors import ClientClosed, ConnectTimeout, RemoteProtocolError, ServerError, TopGunError
 from .maps import MapHandle
 from .protocol import messages as m
 from .protocol.hlc import HLC
@@ -250,7 +250,9 @@ class TopGunClient:
             finally:
                 if conn.is_open:
                     conn.send(m.QueryUnsub(query_id))
-            if getattr(reply, "has_more", False):
+            if not isinstance(reply, m.QueryResp):
+                raise RemoteProtocolError(f"expected QUERY_RESP, got {reply.TYPE}")
+            if reply.has_more:
                 # The server stops at 10,000 results and cannot page. A whole map is still
                 # readable through its Merkle tree; a filtered query is not, so say so.
                 if query or fields:
@@ -258,7 +260,7 @@ class TopGunClient:
                                       f"once ({len(reply.results)}); narrow it or pass limit=", code="TRUNCATED")
                 left = remaining - (self.clock.monotonic() - start)
                 return list(walk_all(conn, map_name, max(0.0, left)).items())
-            return [(r["key"], r.get("value")) for r in reply.results]  # type: ignore[attr-defined]
+            return [(r["key"], r.get("value")) for r in reply.results]
 
         return self._engine.call(attempt, timeout=timeout)  # type: ignore[no-any-return]
 
