@@ -35,13 +35,9 @@ django.setup()
 
 
 def make_client() -> topgun.TopGunClient:
+    # TOPGUN_SEEDS (cluster mode) or TOPGUN_URL; connects in the background, never at import.
     timeout = float(os.environ.get("TOPGUN_REQUEST_TIMEOUT", "10"))
-    seeds = [s.strip() for s in os.environ.get("TOPGUN_SEEDS", "").split(",") if s.strip()]
-    if seeds:
-        return topgun.TopGunClient(cluster=topgun.ClusterConfig(seeds=seeds), request_timeout=timeout,
-                                   wait_connected=False)
-    return topgun.TopGunClient(url=os.environ.get("TOPGUN_URL", "ws://127.0.0.1:8080/ws"),
-                               request_timeout=timeout, wait_connected=False)
+    return topgun.TopGunClient.from_env(request_timeout=timeout, wait_connected=False)
 
 
 client = make_client()

@@ -40,7 +40,9 @@ from .transport.websocket import WebSocketTransport
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TopGunClient"]
+__all__ = ["TopGunClient", "DEFAULT_URL"]
+
+DEFAULT_URL = "ws://127.0.0.1:8080/ws"
 
 
 class TopGunClient:
@@ -104,6 +106,27 @@ class TopGunClient:
         except BaseException:
             self._home.close()
             raise
+
+    @classmethod
+    def from_env(cls, *, url: Optional[str] = None, seeds: Optional[List[str]] = None, token: Any = None,
+                 cluster: bool = False, **options: Any) -> "TopGunClient":
+        """A client configured from the environment, the way the CLI and the web examples do it.
+
+        Explicit arguments win; otherwise ``TOPGUN_SEEDS`` (comma-separated URLs: cluster mode),
+        then ``TOPGUN_URL`` (one server), then ``ws://127.0.0.1:8080/ws``; the token comes from
+        ``TOPGUN_TOKEN``. An explicit ``url`` ignores ``TOPGUN_SEEDS``; ``cluster=True`` uses
+        cluster mode even for one URL. ``options`` go to the constructor.
+        """
+        if seeds is None:
+            raw = "" if url else os.environ.get("TOPGUN_SEEDS", "")
+            seeds = [s.strip() for s in raw.split(",") if s.strip()]
+        token = token or os.environ.get("TOPGUN_TOKEN") or None
+        if seeds:
+            return cls(cluster=ClusterConfig(seeds=seeds), token=token, **options)
+        url = url or os.environ.get("TOPGUN_URL", DEFAULT_URL)
+        if cluster:
+            return cls(cluster=ClusterConfig(seeds=[url]), token=token, **options)
+        return cls(url=url, token=token, **options)
 
     def _start(self, wait_connected: bool) -> None:
         """Build the provider and engine on the home's hub (also again in a forked child)."""

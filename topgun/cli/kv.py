@@ -12,16 +12,14 @@ other client subcommands (watch, cluster).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Optional
 
 import ujson
 
 __all__ = ["register", "add_connection_arguments", "connect", "dump", "run_command"]
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
-DEFAULT_URL = "ws://127.0.0.1:8080/ws"
 _ABSENT = object()
 
 
@@ -33,21 +31,12 @@ def add_connection_arguments(p: argparse.ArgumentParser) -> None:
     where.add_argument("--timeout", type=float, default=10.0, help="deadline of each call in seconds (default 10)")
 
 
-def seeds_of(args: argparse.Namespace) -> List[str]:
-    raw = args.seeds if args.seeds is not None else ("" if args.url else os.environ.get("TOPGUN_SEEDS", ""))
-    return [s.strip() for s in raw.split(",") if s.strip()]
-
-
 def connect(args: argparse.Namespace, *, cluster: bool = False) -> Any:
     """A client for the parsed connection arguments; ``cluster=True`` forces cluster mode."""
     import topgun
-    token = args.token or os.environ.get("TOPGUN_TOKEN") or None
-    seeds = seeds_of(args)
-    url = args.url or (None if seeds else os.environ.get("TOPGUN_URL", DEFAULT_URL))
-    options = dict(token=token, request_timeout=args.timeout, connect_timeout=min(args.timeout, 10.0))
-    if seeds or cluster:
-        return topgun.TopGunClient(cluster=topgun.ClusterConfig(seeds=seeds or [url]), **options)
-    return topgun.TopGunClient(url=url, **options)
+    seeds = None if args.seeds is None else [s.strip() for s in args.seeds.split(",") if s.strip()]
+    return topgun.TopGunClient.from_env(url=args.url, seeds=seeds, token=args.token, cluster=cluster,
+                                        request_timeout=args.timeout, connect_timeout=min(args.timeout, 10.0))
 
 
 def dump(value: Any, *, pretty: bool = False) -> str:
