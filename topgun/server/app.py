@@ -2,23 +2,26 @@
 
 gevent-websocket performs the HTTP upgrade; the socket is then handed to a
 :class:`~topgun.server.frames.FrameSocket` and run by one handler loop (the greenlet the
-server spawned for the connection, in ``node.group``). Plain HTTP gets ``GET /health``
-(``{"status":"ok"}``) and 404 otherwise.
+server spawned for the connection, in the node's group). Plain HTTP gets ``GET /health``
+(``{"status":"ok", ...}``) and 404 otherwise.
+
+What it is given: where to listen, the node's greenlet group, ``serve_client(fs)`` and
+``serve_peer(fs)`` (run one upgraded socket until it closes) and ``health()`` (the JSON body).
+
+Not here: anything about the messages on those sockets.
 """
 from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List
+from typing import Any, Callable, Dict, Iterable, List
 
 from gevent import socket as gsocket
+from gevent.pool import Pool
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.server import WebSocketServer
 
 from .frames import MAX_CLIENT_FRAME, MAX_PEER_FRAME, FrameSocket
-
-if TYPE_CHECKING:
-    from .node import Node
 
 __all__ = ["make_server"]
 
@@ -30,15 +33,18 @@ class _QuietHandler(WebSocketHandler):
         pass
 
 
-def make_server(node: "Node") -> WebSocketServer:
-    """A not-yet-started server for ``node`` on ``node.host:node.requested_port``."""
+Serve = Callable[[FrameSocket], None]
+
+
+def make_server(name: str, host: str, port: int, group: Pool, *, serve_client: Serve, serve_peer: Serve,
+                health: Callable[[], Dict[str, Any]]) -> WebSocketServer:
+    """A not-yet-started server on ``host:port`` whose greenlets all go into ``group``."""
     def app(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         ws = environ.get("wsgi.websocket")
         path = environ.get("PATH_INFO", "")
         if ws is None:
             if path == "/health":
-                body = json.dumps({"status": "ok", "nodeId": node.node_id,
-                                   "mapVersion": node.table.version if node.table else 0}).encode()
+                body = json.dumps(health()).encode()
                 start_response("200 OK", [("Content-Type", "application/json")])
                 return [body]
             start_response("404 Not Found", [("Content-Type", "text/plain")])
@@ -50,23 +56,22 @@ def make_server(node: "Node") -> WebSocketServer:
         except OSError:
             pass
         peer = path == "/cluster"
-        fs = FrameSocket(handler.rfile.read, sock, spawn=node.group.spawn,
-                         max_size=MAX_PEER_FRAME if peer else MAX_CLIENT_FRAME,
-                         name=f"{node.node_id}{path}")
+        fs = FrameSocket(handler.rfile.read1, sock, spawn=group.spawn,
+                         max_size=MAX_PEER_FRAME if peer else MAX_CLIENT_FRAME, name=f"{name}{path}")
         # We own the socket from here on: stop gevent-websocket from writing its own close frame.
         ws.closed = True
         try:
             if peer:
-                node.membership.serve_incoming(fs)
+                serve_peer(fs)
             elif path in ("/", "/ws"):
-                node.serve_client(fs)
+                serve_client(fs)
         finally:
             fs.close(flush=True)
             fs._writer.join(timeout=1.0)
         return []
 
-    server = WebSocketServer((node.host, node.requested_port), app, handler_class=_QuietHandler,
-                             spawn=node.group, log=None, error_log=_ErrorLog())
+    server = WebSocketServer((host, port), app, handler_class=_QuietHandler,
+                             spawn=group, log=None, error_log=_ErrorLog())
     return server
 
 

@@ -1,60 +1,49 @@
-"""WebSocket framing for the dev server: fast reads and coalesced writes over a gevent socket.
+"""WebSocket framing for the dev server: buffered reads and coalesced writes over a gevent socket.
 
 gevent-websocket does the HTTP upgrade; after that we read and write frames ourselves, because
 its reader unmasks payloads one byte at a time in Python (about 1 ms for a 10 KB frame) and it
-reads a frame's whole payload before any size check. :class:`FrameSocket` unmasks with one big
-integer XOR, refuses a frame over ``max_size`` before reading its payload, answers PINGs and
-CLOSEs, and reassembles fragmented messages.
+reads a frame's whole payload before any size check. The frame rules, the masking and the
+parser are :mod:`topgun.protocol.wsframe` (shared with the client transport); this module adds
+the socket: :class:`FrameSocket` reads whatever the socket has into the parser (one read for a
+burst of frames), refuses a frame over ``max_size`` on its header, answers PINGs and CLOSEs,
+closes with 1002 on a framing violation (an unmasked client frame included, RFC 6455 5.1), and
+queues writes for one writer greenlet.
 
 :func:`dial` opens the client side of a node-to-node link (``/cluster`` on a peer's port).
 It is deliberately minimal (no TLS, no extensions) and masks with a zero key, which every
 WebSocket server accepts. It lives here rather than in ``topgun.transport`` because ``server``
 must not depend on the client stack.
+
+Not here: the HTTP upgrade on the accepting side (``app.py``), what a message means.
 """
 from __future__ import annotations
 
 import base64
+import logging
 import os
-import struct
 from typing import Any, Callable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from gevent import socket as gsocket
 from gevent.event import Event
 
+from topgun.errors import RemoteProtocolError
+from topgun.protocol.wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, header
+
 __all__ = ["FrameSocket", "FrameTooLarge", "dial", "MAX_CLIENT_FRAME", "MAX_PEER_FRAME"]
+
+log = logging.getLogger(__name__)
 
 MAX_CLIENT_FRAME = 16 * 1024 * 1024     # the real server resets the connection past 16 MiB
 MAX_PEER_FRAME = 64 * 1024 * 1024
 
-_OP_CONT, _OP_TEXT, _OP_BIN, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-_ZERO_MASK = b"\0\0\0\0"
-_H2 = struct.Struct("!BBH")
-_H8 = struct.Struct("!BBQ")
+_ZERO_KEY = b"\0\0\0\0"
+_READ = 65536                  # normal read size
+_MAX_READ = 1024 * 1024        # largest single read while a big frame is arriving
 
 
 class FrameTooLarge(Exception):
     """A frame or message is larger than the socket's limit."""
-
-
-def _header(opcode: int, n: int, masked: bool) -> bytes:
-    b0 = 0x80 | opcode
-    m = 0x80 if masked else 0
-    if n < 126:
-        h = bytes((b0, m | n))
-    elif n < 65536:
-        h = _H2.pack(b0, m | 126, n)
-    else:
-        h = _H8.pack(b0, m | 127, n)
-    return h + _ZERO_MASK if masked else h
-
-
-def _unmask(data: bytes, mask: bytes) -> bytes:
-    if mask == _ZERO_MASK or not data:
-        return data
-    n = len(data)
-    key = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
 class FrameSocket:
@@ -62,13 +51,20 @@ class FrameSocket:
 
     Writes are queued and flushed by one writer greenlet (spawned with ``spawn``), so frames
     from many greenlets never interleave and a burst of small frames costs one ``sendall``.
+
+    Args:
+        read1: reads up to n bytes with at most one socket read (``BufferedReader.read1`` of
+            the file the handshake was read from, so bytes buffered past it are not lost).
+        sock: the socket, for writing and closing.
+        client: this is our side of a link we dialled (send masked, expect unmasked).
     """
 
-    def __init__(self, read: Callable[[int], bytes], sock: Any, *, spawn: Callable[..., Any],
+    def __init__(self, read1: Callable[[int], bytes], sock: Any, *, spawn: Callable[..., Any],
                  client: bool = False, max_size: int = MAX_CLIENT_FRAME, name: str = "") -> None:
-        self._read = read
+        self._read1 = read1
         self.sock = sock
-        self._masked = client
+        self._key: Optional[bytes] = _ZERO_KEY if client else None
+        self._parser = FrameParser(max_size, masked=not client)
         self.max_size = max_size
         self.name = name
         self.closed = False
@@ -83,69 +79,53 @@ class FrameSocket:
     def recv(self) -> Optional[bytes]:
         """The next binary message, ``None`` once the connection is closed or broken.
 
-        A text message is returned as ``str`` (the caller decides what to do with it).
+        A text message is returned as ``str`` (the caller decides what to do with it). A
+        framing violation closes the connection with 1002 and returns ``None``.
 
         Raises:
-            FrameTooLarge: the next frame announces more than ``max_size`` bytes (nothing read).
+            FrameTooLarge: the next frame announces more than ``max_size`` bytes (nothing read
+                past its header; a close frame with 1009 is queued).
         """
-        parts: List[bytes] = []
-        opcode = None
-        size = 0
-        read = self._read
+        parser, read1 = self._parser, self._read1
         while True:
             try:
-                head = read(2)
-                if len(head) < 2:
-                    self.close()
-                    return None
-                b0, b1 = head[0], head[1]
-                n = b1 & 0x7F
-                if n == 126:
-                    ext = read(2)
-                    if len(ext) < 2:
-                        self.close()
-                        return None
-                    n = int.from_bytes(ext, "big")
-                elif n == 127:
-                    ext = read(8)
-                    if len(ext) < 8:
-                        self.close()
-                        return None
-                    n = int.from_bytes(ext, "big")
-                if size + n > self.max_size:
-                    raise FrameTooLarge(f"frame of {n} bytes exceeds {self.max_size}")
-                mask = read(4) if b1 & 0x80 else _ZERO_MASK
-                payload = read(n) if n else b""
-                if len(payload) < n or len(mask) < 4:
-                    self.close()
-                    return None
-            except (OSError, ValueError, AttributeError):
-                # ValueError/AttributeError: the file was closed under us by close()/kill().
-                self.close()
+                message = parser.next()
+            except RemoteProtocolError as exc:
+                self._send_raw(self._close_frame(parser.close_code))
+                if parser.close_code == 1009:
+                    raise FrameTooLarge(str(exc)) from None
+                log.info("closing %s: %s", self.name, exc)
+                self.close(flush=True)
                 return None
-            if mask is not _ZERO_MASK:
-                payload = _unmask(payload, mask)
-            op = b0 & 0x0F
-            if op >= 0x8:
-                if op == _OP_CLOSE:
-                    self._send_raw(_header(_OP_CLOSE, 0, self._masked))
-                    self.close(flush=True)
+            if message is None:
+                if self.closed:
                     return None
-                if op == _OP_PING:
-                    self._send_raw(_header(_OP_PONG, len(payload), self._masked) + payload)
+                try:
+                    data = read1(min(max(parser.missing, _READ), _MAX_READ))
+                except (OSError, ValueError, AttributeError):
+                    # ValueError/AttributeError: the file was closed under us by close()/kill().
+                    data = b""
+                if not data:
+                    self.close()
+                    return None
+                parser.feed(data)
                 continue
-            if op != _OP_CONT:
-                opcode = op
-                parts = []
-                size = 0
-            parts.append(payload)
-            size += n
-            if b0 & 0x80:
-                data = parts[0] if len(parts) == 1 else b"".join(parts)
-                if opcode == _OP_TEXT:
-                    self.text_frames += 1
-                    return data.decode("utf-8", "replace")  # type: ignore[return-value]
-                return data
+            opcode, payload = message
+            if opcode == OP_BINARY:
+                return payload
+            if opcode == OP_TEXT:
+                self.text_frames += 1
+                return payload.decode("utf-8", "replace")  # type: ignore[return-value]
+            if opcode == OP_CLOSE:
+                self._send_raw(header(OP_CLOSE, 0, self._key))
+                self.close(flush=True)
+                return None
+            if opcode == OP_PING:
+                self._send_raw(header(OP_PONG, len(payload), self._key) + payload)
+            # a PONG: nothing to do
+
+    def _close_frame(self, code: int) -> bytes:
+        return header(OP_CLOSE, 2, self._key) + code.to_bytes(2, "big")
 
     # -- writing
 
@@ -153,7 +133,7 @@ class FrameSocket:
         """Queue one binary message; ``False`` if the socket is closed."""
         if self.closed:
             return False
-        self._out.append(_header(_OP_BIN, len(data), self._masked))
+        self._out.append(header(OP_BINARY, len(data), self._key))
         self._out.append(data)
         self._out_bytes += len(data)
         self._wake.set()
@@ -254,5 +234,5 @@ def dial(url: str, path: str, *, timeout: float, spawn: Callable[..., Any],
     except BaseException:
         sock.close()
         raise
-    return FrameSocket(rfile.read, sock, spawn=spawn, client=True, max_size=max_size, name=name)
+    return FrameSocket(rfile.read1, sock, spawn=spawn, client=True, max_size=max_size, name=name)
 

@@ -16,23 +16,31 @@ Failure detection, bounded in time:
   is dead, which catches hung processes;
 * a HELLO with a new incarnation of a known node id means the old one died (restart).
 
-A death fails every request waiting on that peer and wakes the rebalancer; a heartbeat that
-shows a newer map version than ours makes us fetch that map (so a missed commit heals).
+A death fails every request waiting on that peer and is reported through ``on_death``; a
+heartbeat that shows a newer map version than ours is reported through ``on_newer_map`` (so
+the node can fetch the map and a missed commit heals).
+
+What the node wires in: ``map_version()`` (for heartbeats), and the hooks ``on_change()``
+(someone joined, came back or died), ``on_death(peer_id)``, ``on_link_up(peer_id)`` (a new
+outgoing link: time to send the peer what it should know) and ``on_newer_map(peer_id,
+version)``. Every other ``CLUSTER_*`` message is dispatched through the handler table the node
+fills with :meth:`Membership.on`.
+
+Not here: what the messages mean (writes, events, migrations, Merkle), the partition table.
 """
 from __future__ import annotations
 
 import itertools
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import gevent
 import msgpack
+from gevent.event import Event
+
+from topgun.clock import Clock
 
 from .frames import FrameSocket, FrameTooLarge, dial
-from .placement import PartitionTable
-
-if TYPE_CHECKING:
-    from .node import Node
 
 __all__ = ["Membership", "Peer", "HEARTBEAT_S", "SUSPECT_S"]
 
@@ -47,6 +55,7 @@ MAX_BACKLOG = 10_000
 JOIN_RETRY_S = 0.2
 
 Reply = Callable[[Optional[Dict[str, Any]]], None]
+Handler = Callable[[str, Dict[str, Any]], None]
 _pack = msgpack.Packer(use_bin_type=True).pack
 
 
@@ -75,45 +84,50 @@ class Peer:
         return f"<Peer {self.node_id} {self.url} {state} {link} pending={len(self.pending)}>"
 
 
-class Membership:
-    """The peers of one node and the messages between them."""
+def _nothing(*_args: Any) -> None:
+    pass
 
-    def __init__(self, node: "Node") -> None:
-        self.node = node
+
+class Membership:
+    """The peers of one node (``node_id``, this run ``incarnation``) and the messages between them."""
+
+    def __init__(self, node_id: str, incarnation: str, clock: Clock, spawn: Callable[..., Any], *,
+                 map_version: Callable[[], int]) -> None:
+        self.node_id = node_id
+        self.incarnation = incarnation
+        self.url = ""                     # ours, known once the node listens (start())
+        self.clock = clock
+        self.spawn = spawn
+        self.map_version = map_version
+        self.on_change: Callable[[], None] = _nothing
+        self.on_death: Callable[[str], None] = _nothing
+        self.on_link_up: Callable[[str], None] = _nothing
+        self.on_newer_map: Callable[[str, int], None] = _nothing
         self.peers: Dict[str, Peer] = {}
+        self.closed = False
         self._rids = itertools.count(1)
         self._incoming: List[FrameSocket] = []
-        self._fetching = False
         self.max_version_seen = 0
         self._last_tick: Optional[float] = None
-        self._handlers: Dict[str, Callable[[str, Dict[str, Any]], None]] = {}
+        self._handlers: Dict[str, Handler] = {
+            "CLUSTER_REPLY": self._on_reply, "CLUSTER_HEARTBEAT": self._on_heartbeat}
 
-    def on(self, kind: str, handler: Callable[[str, Dict[str, Any]], None]) -> None:
+    def on(self, kind: str, handler: Handler) -> None:
+        """Dispatch peer messages of type ``kind`` to ``handler(peer_id, msg)``."""
         self._handlers[kind] = handler
 
     # -- lifecycle
 
-    def start(self) -> None:
-        node = self.node
-        w, s, sy, rb = node.writer, node.subs, node.sync, node.rebalancer
-        for kind, fn in {
-            "CLUSTER_REPLY": self._on_reply, "CLUSTER_HEARTBEAT": self._on_heartbeat,
-            "CLUSTER_WELCOME": self._on_welcome, "CLUSTER_TABLE_REQUEST": self._on_table_request,
-            "CLUSTER_REPLICATE": w.on_replicate, "CLUSTER_FORWARD": w.on_forward,
-            "CLUSTER_EVENTS": s.on_events, "CLUSTER_INTEREST": s.on_interest,
-            "CLUSTER_GATHER": s.on_gather, "CLUSTER_MERKLE": sy.on_peer_merkle,
-            "CLUSTER_PREPARE": rb.on_prepare, "CLUSTER_PREPARED": rb.on_prepared,
-            "CLUSTER_COMMIT": rb.on_commit, "CLUSTER_SNAPSHOT": rb.on_snapshot,
-        }.items():
-            self.on(kind, fn)
-        if not node.seeds:
-            node.rebalancer.found_cluster()
-        else:
-            node.spawn(self._join)
-        node.spawn(self._heartbeat_loop)
+    def start(self, url: str, seeds: Sequence[str], joined: Event) -> None:
+        """Heartbeats from now on; with ``seeds``, dial them until ``joined`` is set."""
+        self.url = url
+        if seeds:
+            self.spawn(self._join, tuple(seeds), joined)
+        self.spawn(self._heartbeat_loop)
 
     def close(self) -> None:
         """Drop every link without telling anyone (a stop is indistinguishable from a crash)."""
+        self.closed = True
         for peer in self.peers.values():
             peer.pending = {}
             if peer.out is not None:
@@ -127,7 +141,7 @@ class Membership:
         return sorted(n for n, p in self.peers.items() if p.alive)
 
     def is_alive(self, node_id: str) -> bool:
-        if node_id == self.node.node_id:
+        if node_id == self.node_id:
             return True
         peer = self.peers.get(node_id)
         return peer is not None and peer.alive
@@ -162,7 +176,7 @@ class Membership:
             return
         rid = next(self._rids)
         msg["rid"] = rid
-        peer.pending[rid] = (on_reply, self.node.clock.monotonic() + timeout)
+        peer.pending[rid] = (on_reply, self.clock.monotonic() + timeout)
         if not self._send(peer, _pack(msg)):
             peer.pending.pop(rid, None)
             on_reply(None)
@@ -181,9 +195,8 @@ class Membership:
     # -- links
 
     def _hello(self) -> bytes:
-        node = self.node
-        return _pack({"type": "CLUSTER_HELLO", "nodeId": node.node_id, "url": node.url,
-                      "incarnation": node.incarnation})
+        return _pack({"type": "CLUSTER_HELLO", "nodeId": self.node_id, "url": self.url,
+                      "incarnation": self.incarnation})
 
     def _dial(self, url: str) -> Peer:
         """Open our outgoing link to the node at ``url``; returns that node's Peer.
@@ -191,9 +204,7 @@ class Membership:
         Raises:
             OSError: it did not answer the handshake in time.
         """
-        node = self.node
-        fs = dial(url, "/cluster", timeout=DIAL_TIMEOUT_S, spawn=node.group.spawn,
-                  name=f"{node.node_id}->{url}")
+        fs = dial(url, "/cluster", timeout=DIAL_TIMEOUT_S, spawn=self.spawn, name=f"{self.node_id}->{url}")
         try:
             fs.send(self._hello())
             with gevent.Timeout(HELLO_TIMEOUT_S, OSError(f"{url}: no CLUSTER_HELLO_ACK")):
@@ -208,21 +219,18 @@ class Membership:
         old, peer.out = peer.out, fs
         if old is not None:
             old.close()
-        node.spawn(self._read_outgoing, peer, fs)
-        self._link_up(peer)
+        self.spawn(self._read_outgoing, peer, fs)
+        self.on_link_up(peer.node_id)
         backlog, peer.backlog = peer.backlog, []
         for data in backlog:
             fs.send(data)
         return peer
 
-    def _link_up(self, peer: Peer) -> None:
-        node = self.node
-        members = [[node.node_id, node.url, node.incarnation]]
+    def members(self) -> List[List[str]]:
+        """``[node_id, url, incarnation]`` of us and every live peer (for CLUSTER_WELCOME)."""
+        members = [[self.node_id, self.url, self.incarnation]]
         members += [[p.node_id, p.url, p.incarnation] for p in self.peers.values() if p.alive]
-        table = node.table
-        self.send(peer.node_id, {"type": "CLUSTER_WELCOME", "members": members,
-                                 "table": table.to_internal() if table.version else None})
-        node.subs.announce_to(peer.node_id)
+        return members
 
     def _ensure_link(self, peer: Peer) -> None:
         """Dial ``peer`` unless linked; after ``REDIAL_ATTEMPTS`` failures it is dead."""
@@ -231,15 +239,15 @@ class Membership:
         peer.dialing = True
         try:
             for attempt in range(REDIAL_ATTEMPTS):
-                if self.node.stopped or not peer.alive or self.peers.get(peer.node_id) is not peer:
+                if self.closed or not peer.alive or self.peers.get(peer.node_id) is not peer:
                     return
                 try:
                     self._dial(peer.url)
                     return
                 except (OSError, gevent.Timeout) as exc:
-                    log.debug("%s: dial %s failed (%s), attempt %d", self.node.node_id, peer.node_id, exc, attempt + 1)
+                    log.debug("%s: dial %s failed (%s), attempt %d", self.node_id, peer.node_id, exc, attempt + 1)
                     if attempt + 1 < REDIAL_ATTEMPTS:
-                        self.node.clock.sleep(0.05)
+                        self.clock.sleep(0.05)
             self.declare_dead(peer, "unreachable")
         finally:
             peer.dialing = False
@@ -251,14 +259,13 @@ class Membership:
                 pass
         except FrameTooLarge:
             fs.close()
-        if peer.out is fs and not self.node.stopped:
+        if peer.out is fs and not self.closed:
             peer.out = None
-            log.info("%s: link to %s dropped", self.node.node_id, peer.node_id)
+            log.info("%s: link to %s dropped", self.node_id, peer.node_id)
             self._ensure_link(peer)
 
     def serve_incoming(self, fs: FrameSocket) -> None:
         """Run a peer's link to us (called by the app for ``/cluster``)."""
-        node = self.node
         with gevent.Timeout(HELLO_TIMEOUT_S, False):
             first = fs.recv()
         try:
@@ -268,12 +275,12 @@ class Membership:
         if not isinstance(hello, dict) or hello.get("type") != "CLUSTER_HELLO":
             return  # a probe or a stray client: nothing to do
         peer = self._register(str(hello["nodeId"]), str(hello["url"]), str(hello["incarnation"]))
-        fs.send(_pack({"type": "CLUSTER_HELLO_ACK", "nodeId": node.node_id, "url": node.url,
-                       "incarnation": node.incarnation}))
+        fs.send(_pack({"type": "CLUSTER_HELLO_ACK", "nodeId": self.node_id, "url": self.url,
+                       "incarnation": self.incarnation}))
         self._incoming.append(fs)
-        handlers, clock = self._handlers, node.clock
+        handlers, clock = self._handlers, self.clock
         try:
-            while not node.stopped:
+            while not self.closed:
                 data = fs.recv()
                 if data is None or self.peers.get(peer.node_id) is not peer:
                     return
@@ -286,7 +293,7 @@ class Membership:
                     if handler is not None:
                         handler(peer.node_id, msg)
                 except Exception:
-                    log.exception("%s: bad message from %s", node.node_id, peer.node_id)
+                    log.exception("%s: bad message from %s", self.node_id, peer.node_id)
         except FrameTooLarge:
             return
         finally:
@@ -294,86 +301,86 @@ class Membership:
                 self._incoming.remove(fs)
 
     def _register(self, node_id: str, url: str, incarnation: str, dial: bool = True) -> Peer:
-        node = self.node
-        now = node.clock.monotonic()
+        now = self.clock.monotonic()
         peer = self.peers.get(node_id)
         if peer is not None and peer.incarnation == incarnation:
             peer.last_heard = now
             if not peer.alive:
-                log.info("%s: %s is back", node.node_id, node_id)
+                log.info("%s: %s is back", self.node_id, node_id)
                 peer.alive = True
-                node.rebalancer.wake()
+                self.on_change()
             if dial and peer.out is None:
-                node.spawn(self._ensure_link, peer)
+                self.spawn(self._ensure_link, peer)
             return peer
         if peer is not None:
             self.declare_dead(peer, "restarted with a new incarnation")
         peer = self.peers[node_id] = Peer(node_id, url, incarnation, now)
-        log.info("%s: met %s at %s", node.node_id, node_id, url)
-        node.rebalancer.wake()
+        log.info("%s: met %s at %s", self.node_id, node_id, url)
+        self.on_change()
         if dial:
-            node.spawn(self._ensure_link, peer)
+            self.spawn(self._ensure_link, peer)
         return peer
 
     def learn(self, nodes: Dict[str, Tuple[str, str]]) -> None:
         """Register (and dial) every node of a map we do not know yet, by its url and incarnation."""
         for node_id, (url, incarnation) in nodes.items():
             known = self.peers.get(node_id)
-            if node_id != self.node.node_id and (known is None or known.incarnation != incarnation):
+            if node_id != self.node_id and (known is None or known.incarnation != incarnation):
                 self._register(node_id, url, incarnation)
+
+    def learn_members(self, members: Any) -> None:
+        """Register every ``[node_id, url, incarnation]`` of a CLUSTER_WELCOME we do not know yet."""
+        self.learn({node_id: (url, incarnation) for node_id, url, incarnation in members or ()})
 
     def declare_dead(self, peer: Peer, why: str) -> None:
         if not peer.alive:
             return
         peer.alive = False
-        log.info("%s: %s is dead (%s)", self.node.node_id, peer.node_id, why)
+        log.info("%s: %s is dead (%s)", self.node_id, peer.node_id, why)
         if peer.out is not None:
             out, peer.out = peer.out, None
             out.close()
         pending, peer.pending, peer.backlog = peer.pending, {}, []
         for on_reply, _deadline in pending.values():
             on_reply(None)
-        self.node.subs.forget_peer(peer.node_id)
-        self.node.rebalancer.forget_coordinator(peer.node_id)
-        self.node.rebalancer.wake()
+        self.on_death(peer.node_id)
+        self.on_change()
 
     # -- joining and heartbeats
 
-    def _join(self) -> None:
-        node = self.node
-        while not node.stopped and not node.ready.is_set():
-            for seed in node.seeds:
+    def _join(self, seeds: Tuple[str, ...], joined: Event) -> None:
+        while not self.closed and not joined.is_set():
+            for seed in seeds:
                 try:
                     self._dial(seed)
                     break
                 except (OSError, gevent.Timeout) as exc:
-                    log.info("%s: seed %s not reachable: %s", node.node_id, seed, exc)
-            if node.ready.wait(1.0 if self.peers else JOIN_RETRY_S):
+                    log.info("%s: seed %s not reachable: %s", self.node_id, seed, exc)
+            if joined.wait(1.0 if self.peers else JOIN_RETRY_S):
                 return
 
     def _heartbeat_loop(self) -> None:
-        node, clock = self.node, self.node.clock
-        while not node.stopped:
+        clock = self.clock
+        while not self.closed:
             clock.sleep(HEARTBEAT_S)
             self.tick(clock.monotonic())
 
     def tick(self, now: float) -> None:
         """One heartbeat round: send heartbeats, detect silent peers, expire requests."""
-        node = self.node
         if self._last_tick is not None and now - self._last_tick > SUSPECT_S / 2:
             # We ourselves did not run for a while (a long synchronous job in a shared hub, or a
             # SIGSTOP): silence from peers says nothing about them, so start their clocks again.
             for peer in self.peers.values():
                 peer.last_heard = max(peer.last_heard, now)
         self._last_tick = now
-        beat = _pack({"type": "CLUSTER_HEARTBEAT", "version": node.table.version})
+        beat = _pack({"type": "CLUSTER_HEARTBEAT", "version": self.map_version()})
         for peer in list(self.peers.values()):
             if not peer.alive:
                 continue
             if peer.out is not None:
                 peer.out.send(beat)
             elif not peer.dialing:
-                node.spawn(self._ensure_link, peer)
+                self.spawn(self._ensure_link, peer)
             if now - peer.last_heard > SUSPECT_S:
                 self.declare_dead(peer, f"silent for {SUSPECT_S} s")
                 continue
@@ -386,29 +393,8 @@ class Membership:
     def _on_heartbeat(self, peer_id: str, msg: Dict[str, Any]) -> None:
         version = int(msg.get("version") or 0)
         self.max_version_seen = max(self.max_version_seen, version)
-        if version > self.node.table.version and not self._fetching:
-            self._fetching = True
-
-            def got(reply: Optional[Dict[str, Any]]) -> None:
-                self._fetching = False
-                if reply is not None and reply.get("table"):
-                    self.node.rebalancer.adopt_committed(PartitionTable.from_internal(reply["table"]))
-
-            self.call(peer_id, {"type": "CLUSTER_TABLE_REQUEST"}, got, timeout=2.0)
-
-    def _on_table_request(self, peer_id: str, msg: Dict[str, Any]) -> None:
-        table = self.node.table
-        self.reply(peer_id, msg, {"table": table.to_internal() if table.version else None})
-
-    def _on_welcome(self, peer_id: str, msg: Dict[str, Any]) -> None:
-        node = self.node
-        for node_id, url, incarnation in msg.get("members") or ():
-            if node_id != node.node_id:
-                known = self.peers.get(node_id)
-                if known is None or known.incarnation != incarnation:
-                    self._register(node_id, url, incarnation)
-        if msg.get("table"):
-            node.rebalancer.adopt_committed(PartitionTable.from_internal(msg["table"]))
+        if version > self.map_version():
+            self.on_newer_map(peer_id, version)
 
     def __repr__(self) -> str:
-        return f"<Membership {self.node.node_id} alive={self.alive_ids()} peers={len(self.peers)}>"
+        return f"<Membership {self.node_id} alive={self.alive_ids()} peers={len(self.peers)}>"

@@ -7,16 +7,24 @@ Client frames are decoded here and dispatched to the module that handles them: w
 :class:`~topgun.server.sync.MerkleSync`; AUTH, PING and PARTITION_MAP_REQUEST are answered
 here. Membership and partition moves live in ``membership.py`` and ``rebalance.py``.
 
+The node is where the parts are wired: each gets only what it uses (the store, the
+:class:`~topgun.server.table.LiveTable`, the peers, a publish callable, ``spawn``, the clock),
+and none of them imports this module. Peer messages reach their handlers through the
+membership's handler table, which the node fills in ``__init__``.
+
 Every greenlet the node starts (the accept loop, one handler and one writer per socket,
 heartbeats, retries, migrations) is spawned into ``node.group``; :meth:`Node.stop` closes every
 socket and kills the group, so nothing outlives the node.
+
+Not here: the rules of any one message kind (the component modules), sockets and framing
+(``app.py``, ``frames.py``).
 """
 from __future__ import annotations
 
 import itertools
 import logging
 import os
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import gevent
 import msgpack
@@ -25,7 +33,6 @@ from gevent.pool import Pool
 
 from topgun.clock import Clock, GeventClock
 from topgun.protocol import codec
-from topgun.protocol.hashing import PARTITION_COUNT
 from topgun.protocol.hlc import HLC
 
 from . import app as _app
@@ -38,6 +45,7 @@ from .rebalance import Rebalancer
 from .store import Store
 from .subscriptions import Subscriptions
 from .sync import MerkleSync
+from .table import LiveTable
 from .writes import APPLIED, LEVEL_NAMES, LEVELS, WRITE_DEADLINE_S, BadFrame, Unsupported, Writer, parse_ops
 
 __all__ = ["Node"]
@@ -88,18 +96,19 @@ class Node:
         self.group = Pool(None)  # unbounded; a Pool because gevent servers need one to spawn into
         self.conns: Dict[int, ClientConnection] = {}
         self._cids = itertools.count(1)
-        # Version 0 owns nothing: writes wait (and retry) until a real map arrives.
-        self.table = PartitionTable(0, 0, {}, ("",) * PARTITION_COUNT, ((),) * PARTITION_COUNT)
-        self.repl_targets: Tuple[Tuple[str, ...], ...] = ((),) * PARTITION_COUNT
-        self._table_event = Event()
+        self.tables = LiveTable(node_id)
         self.ready = Event()
         self.stopped = False
         self.server: Any = None
-        self.writer = Writer(self)
-        self.subs = Subscriptions(self)
-        self.sync = MerkleSync(self)
-        self.membership = Membership(self)
-        self.rebalancer = Rebalancer(self)
+        spawn, clock, tables, store = self.spawn, self.clock, self.tables, self.store
+        self.membership = peers = Membership(node_id, self.incarnation, clock, spawn,
+                                             map_version=lambda: self.tables.version)
+        self.subs = Subscriptions(node_id, tables, store, peers)
+        self.writer = Writer(node_id, tables, store, peers, publish=self.subs.publish,
+                             interested=self.subs.interested, spawn=spawn, clock=clock)
+        self.sync = MerkleSync(node_id, tables, store, peers, now=self.hlc.now, gather=self.subs.gather)
+        self.rebalancer = Rebalancer(node_id, tables, store, peers, spawn=spawn, clock=clock, adopt=self.adopt)
+        self._wire_peers()
         self._handlers: Dict[str, Callable[[ClientConnection, Dict[str, Any]], None]] = {
             "CLIENT_OP": self._on_client_op, "OP_BATCH": self._on_op_batch, "PING": self._on_ping,
             "AUTH": lambda conn, d: None, "PARTITION_MAP_REQUEST": self._on_map_request,
@@ -107,6 +116,38 @@ class Node:
             "SYNC_INIT": self.sync.on_sync_init, "MERKLE_REQ_BUCKET": self.sync.on_bucket,
             "QUERY_SYNC_INIT": self.sync.on_query_sync_init, "BATCH": self._on_batch,
         }
+
+    def _wire_peers(self) -> None:
+        peers, w, s, sy, rb = self.membership, self.writer, self.subs, self.sync, self.rebalancer
+        for kind, fn in {
+            "CLUSTER_WELCOME": self._on_welcome, "CLUSTER_TABLE_REQUEST": rb.on_table_request,
+            "CLUSTER_REPLICATE": w.on_replicate, "CLUSTER_FORWARD": w.on_forward,
+            "CLUSTER_EVENTS": s.on_events, "CLUSTER_INTEREST": s.on_interest,
+            "CLUSTER_GATHER": s.on_gather, "CLUSTER_MERKLE": sy.on_peer_merkle,
+            "CLUSTER_PREPARE": rb.on_prepare, "CLUSTER_PREPARED": rb.on_prepared,
+            "CLUSTER_COMMIT": rb.on_commit, "CLUSTER_SNAPSHOT": rb.on_snapshot,
+        }.items():
+            peers.on(kind, fn)
+        peers.on_change = rb.wake
+        peers.on_death = self._on_peer_death
+        peers.on_link_up = self._on_link_up
+        peers.on_newer_map = rb.on_newer_map
+
+    def _on_peer_death(self, peer_id: str) -> None:
+        self.subs.forget_peer(peer_id)
+        self.rebalancer.forget_coordinator(peer_id)
+
+    def _on_link_up(self, peer_id: str) -> None:
+        # A new outgoing link: tell the peer who we know, our table and our live-query maps.
+        table = self.table
+        self.membership.send(peer_id, {"type": "CLUSTER_WELCOME", "members": self.membership.members(),
+                                       "table": table.to_internal() if table.version else None})
+        self.subs.announce_to(peer_id)
+
+    def _on_welcome(self, peer_id: str, msg: Dict[str, Any]) -> None:
+        self.membership.learn_members(msg.get("members"))
+        if msg.get("table"):
+            self.rebalancer.adopt_committed(PartitionTable.from_internal(msg["table"]))
 
     # -- lifecycle
 
@@ -123,10 +164,14 @@ class Node:
         Raises:
             TimeoutError: the node was not part of a partition map within ``timeout``.
         """
-        self.server = _app.make_server(self)
+        self.server = _app.make_server(self.node_id, self.host, self.requested_port, self.group,
+                                       serve_client=self.serve_client,
+                                       serve_peer=self.membership.serve_incoming, health=self._health)
         self.server.start()
         self.port = self.server.server_port
-        self.membership.start()
+        self.membership.start(self.url, self.seeds, self.ready)
+        if not self.seeds:
+            self.rebalancer.found_cluster()
         self.rebalancer.start()
         if not self.ready.wait(timeout):
             self.stop()
@@ -142,6 +187,8 @@ class Node:
         if self.server is not None:
             self.server.close()
         self.membership.close()
+        self.writer.close()
+        self.rebalancer.close()
         for conn in list(self.conns.values()):
             conn.fs.close()
         self.group.kill(block=True, timeout=2.0)
@@ -152,16 +199,17 @@ class Node:
 
     # -- the partition table
 
+    @property
+    def table(self) -> PartitionTable:
+        """The current partition table."""
+        return self.tables.current
+
     def adopt(self, table: PartitionTable) -> bool:
         """Switch to a newer table: recompute replication targets, push the map to clients."""
-        if table.version <= self.table.version:
+        if not self.tables.adopt(table):
             return False
-        self.table = table
-        self.recompute_targets()
         if self.node_id in table.nodes:
             self.ready.set()
-        event, self._table_event = self._table_event, Event()
-        event.set()
         frame = table.client_frame()
         for conn in list(self.conns.values()):
             if conn.authed and not conn.closed:
@@ -170,22 +218,8 @@ class Node:
         log.info("node %s adopted partition map v%d (%d nodes)", self.node_id, table.version, len(table.nodes))
         return True
 
-    def recompute_targets(self) -> None:
-        me, table, prepared = self.node_id, self.table, self.rebalancer.prepared
-        targets = []
-        for pid in range(PARTITION_COUNT):
-            holders = set(table.holders(pid))
-            if prepared is not None:
-                holders.update(prepared.holders(pid))
-            holders.discard(me)
-            targets.append(tuple(sorted(holders)))
-        self.repl_targets = tuple(targets)
-
-    def wait_for_table(self, version: int, timeout: float) -> bool:
-        """Block until the table is newer than ``version`` (True) or ``timeout`` passes."""
-        if self.table.version > version:
-            return True
-        return self._table_event.wait(timeout)
+    def _health(self) -> Dict[str, Any]:
+        return {"status": "ok", "nodeId": self.node_id, "mapVersion": self.table.version}
 
     # -- client connections
 
@@ -320,10 +354,10 @@ class Node:
         if level < 0:
             level = APPLIED
         table = self.table
-        foreign = [w for w in writes if table.owners[w[0]] != self.node_id]
+        foreign = [w for w in writes if table.owners[w.pid] != self.node_id]
         if foreign:
             if self.strict:
-                pid = foreign[0][0]
+                pid = foreign[0].pid
                 conn.error("NOT_OWNER", f"partition {pid} is owned by {table.owners[pid]}", {
                     "partitionId": pid, "mapVersion": table.version,
                     "currentOwner": table.owners[pid], "lastId": last_id})

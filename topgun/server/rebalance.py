@@ -18,18 +18,31 @@ copy reach it too (last-writer-wins makes the order irrelevant). When an owner d
 backup, which already has the data, becomes the owner. A membership change during a prepare
 restarts it with a newer version. Nodes that stop holding a partition keep their stale copy;
 it is never served and is overwritten by the next snapshot if the partition comes back.
+
+Every node also heals a missed commit: a heartbeat showing a newer version than ours makes it
+fetch that table (CLUSTER_TABLE_REQUEST) from the peer.
+
+What it is given: the node's id, its :class:`~topgun.server.table.LiveTable` (the prepared
+table lives there, so replication follows it), its store (snapshots), its peers, ``spawn``,
+the clock and ``adopt(table)``, the node's switch to a committed table (which also tells the
+clients).
+
+Not here: placing partitions (``placement.py``), links and failure detection
+(``membership.py``).
 """
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
 from gevent.event import AsyncResult, Event
 
-from .placement import PartitionTable, assign
+from topgun.clock import Clock
 
-if TYPE_CHECKING:
-    from .node import Node
+from .membership import Membership
+from .placement import PartitionTable, assign
+from .store import Store
+from .table import LiveTable
 
 __all__ = ["Rebalancer", "PREPARE_TIMEOUT_S", "SNAPSHOT_CHUNK"]
 
@@ -43,38 +56,54 @@ SETTLE_S = 0.02
 class Rebalancer:
     """Runs the coordinator loop of one node and its share of every migration."""
 
-    def __init__(self, node: "Node") -> None:
-        self.node = node
-        self.prepared: Optional[PartitionTable] = None
+    def __init__(self, node_id: str, tables: LiveTable, store: Store, peers: Membership, *,
+                 spawn: Callable[..., Any], clock: Clock, adopt: Callable[[PartitionTable], bool]) -> None:
+        self.node_id = node_id
+        self.tables = tables
+        self.store = store
+        self.peers = peers
+        self.spawn = spawn
+        self.clock = clock
+        self.adopt = adopt
+        self.closed = False
         self.prepared_by = ""
         self._wake = Event()
         self._acks: Dict[int, Set[str]] = {}
         self._acked = Event()
+        self._fetching = False
         self.migrations = 0
 
+    @property
+    def prepared(self) -> Optional[PartitionTable]:
+        return self.tables.prepared
+
     def start(self) -> None:
-        self.node.spawn(self._loop)
+        self.spawn(self._loop)
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
 
     def wake(self) -> None:
         self._wake.set()
 
     def found_cluster(self) -> None:
         """Start a new cluster of this node alone (map version 1)."""
-        node = self.node
-        node.adopt(assign({node.node_id: (node.url, node.incarnation)}, 1, node.clock.now_ms()))
+        peers = self.peers
+        self.adopt(assign({self.node_id: (peers.url, peers.incarnation)}, 1, self.clock.now_ms()))
+        self.wake()  # peers we already know (mutual seeds) are taken in by the next round
 
     def is_coordinator(self) -> bool:
-        node = self.node
-        table = node.table
-        if node.node_id not in table.nodes:
+        table = self.tables.current
+        if self.node_id not in table.nodes:
             return False
-        live = [n for n in table.nodes if node.membership.is_alive(n)]
-        return min(live) == node.node_id
+        live = [n for n in table.nodes if self.peers.is_alive(n)]
+        return min(live) == self.node_id
 
     def desired(self) -> Dict[str, Any]:
-        node = self.node
-        nodes = {node.node_id: (node.url, node.incarnation)}
-        for peer in node.membership.peers.values():
+        peers = self.peers
+        nodes = {self.node_id: (peers.url, peers.incarnation)}
+        for peer in peers.peers.values():
             if peer.alive:
                 nodes[peer.node_id] = (peer.url, peer.incarnation)
         return nodes
@@ -82,46 +111,45 @@ class Rebalancer:
     # -- coordinator
 
     def _loop(self) -> None:
-        node = self.node
-        while not node.stopped:
+        while not self.closed:
             self._wake.wait()
             self._wake.clear()
-            node.clock.sleep(SETTLE_S)  # let a burst of membership news settle first
-            if node.stopped or not self.is_coordinator():
+            self.clock.sleep(SETTLE_S)  # let a burst of membership news settle first
+            if self.closed or not self.is_coordinator():
                 continue
             desired = self.desired()
-            if desired == node.table.nodes:
+            if desired == self.tables.current.nodes:
                 continue
             try:
                 self._rebalance(desired)
             except Exception:
-                log.exception("%s: rebalance failed", node.node_id)
+                log.exception("%s: rebalance failed", self.node_id)
                 self._wake.set()
 
     def _rebalance(self, desired: Dict[str, Any]) -> None:
-        node, members = self.node, self.node.membership
-        version = max(node.table.version, members.max_version_seen,
+        members, me = self.peers, self.node_id
+        version = max(self.tables.version, members.max_version_seen,
                       self.prepared.version if self.prepared else 0) + 1
         members.max_version_seen = version
-        new = assign(desired, version, node.clock.now_ms())
-        log.info("%s: coordinating map v%d over %s", node.node_id, version, sorted(desired))
+        new = assign(desired, version, self.clock.now_ms())
+        log.info("%s: coordinating map v%d over %s", me, version, sorted(desired))
         acks = self._acks[version] = set()
         msg = {"type": "CLUSTER_PREPARE", "table": new.to_internal()}
         for node_id in new.nodes:
-            if node_id != node.node_id:
+            if node_id != me:
                 members.send(node_id, dict(msg))
-        self.on_prepare(node.node_id, msg)
-        deadline = node.clock.monotonic() + PREPARE_TIMEOUT_S
+        self.on_prepare(me, msg)
+        deadline = self.clock.monotonic() + PREPARE_TIMEOUT_S
         while not set(new.nodes) <= acks:
-            if node.stopped:
+            if self.closed:
                 return
             if self._wake.is_set():
                 if self.desired() != desired:
-                    log.info("%s: membership changed during prepare of v%d; starting over", node.node_id, version)
+                    log.info("%s: membership changed during prepare of v%d; starting over", me, version)
                     return  # the loop runs again: the wake flag is still set
                 self._wake.clear()
-            if node.clock.monotonic() > deadline:
-                log.warning("%s: prepare of v%d timed out (acks from %s)", node.node_id, version, sorted(acks))
+            if self.clock.monotonic() > deadline:
+                log.warning("%s: prepare of v%d timed out (acks from %s)", me, version, sorted(acks))
                 self._wake.set()
                 return
             self._acked.wait(0.05)
@@ -140,28 +168,27 @@ class Rebalancer:
     # -- every node
 
     def on_prepare(self, peer: str, msg: Dict[str, Any]) -> None:
-        node = self.node
         new = PartitionTable.from_internal(msg["table"])
-        node.membership.max_version_seen = max(node.membership.max_version_seen, new.version)
-        if new.version <= node.table.version or (self.prepared and self.prepared.version >= new.version):
+        members = self.peers
+        members.max_version_seen = max(members.max_version_seen, new.version)
+        if new.version <= self.tables.version or (self.prepared and self.prepared.version >= new.version):
             return
-        node.membership.learn(new.nodes)  # a joiner may not have dialled us yet
+        members.learn(new.nodes)  # a joiner may not have dialled us yet
         # Install the union of old and new holders as replication targets *before* taking any
         # snapshot: every write is then either in the snapshot or sent to the new holder.
-        self.prepared, self.prepared_by = new, peer
-        node.recompute_targets()
-        node.spawn(self._copy, new, peer)
+        self.prepared_by = peer
+        self.tables.prepare(new)
+        self.spawn(self._copy, new, peer)
 
     def forget_coordinator(self, peer: str) -> None:
         """``peer`` died: drop the prepare it started (the next coordinator starts its own)."""
         if self.prepared is not None and self.prepared_by == peer:
-            log.info("%s: dropping v%d prepared by dead %s", self.node.node_id, self.prepared.version, peer)
-            self.prepared = None
-            self.node.recompute_targets()
+            log.info("%s: dropping v%d prepared by dead %s", self.node_id, self.prepared.version, peer)
+            self.tables.prepare(None)
 
     def _copy(self, new: PartitionTable, coordinator: str) -> None:
-        node, me = self.node, self.node.node_id
-        cur = node.table
+        me = self.node_id
+        cur = self.tables.current
         jobs: Dict[str, List[int]] = {}
         if cur.version:
             for pid in range(len(cur.owners)):
@@ -182,11 +209,11 @@ class Rebalancer:
         if coordinator == me:
             self.on_prepared(me, {"version": new.version})
         else:
-            node.membership.send(coordinator, {"type": "CLUSTER_PREPARED", "version": new.version})
+            self.peers.send(coordinator, {"type": "CLUSTER_PREPARED", "version": new.version})
 
     def _send_partitions(self, target: str, pids: List[int], new: PartitionTable) -> bool:
-        store = self.node.store
-        batch: List[List[Any]] = []
+        store = self.store
+        batch: List[Any] = []
         for i, pid in enumerate(pids):
             batch.extend(store.snapshot(pid))
             if len(batch) >= SNAPSHOT_CHUNK or i == len(pids) - 1:
@@ -195,29 +222,48 @@ class Rebalancer:
                 batch = []
         return True
 
-    def _call_wait(self, target: str, writes: List[List[Any]]) -> bool:
+    def _call_wait(self, target: str, writes: Sequence[Any]) -> bool:
         result: AsyncResult = AsyncResult()
-        self.node.membership.call(target, {"type": "CLUSTER_SNAPSHOT", "writes": writes}, result.set,
-                                  timeout=PREPARE_TIMEOUT_S)
+        self.peers.call(target, {"type": "CLUSTER_SNAPSHOT", "writes": writes}, result.set,
+                        timeout=PREPARE_TIMEOUT_S)
         return result.get() is not None
 
     def on_snapshot(self, peer: str, msg: Dict[str, Any]) -> None:
-        self.node.store.apply_writes(msg["writes"])
-        self.node.membership.reply(peer, msg, {})
+        self.store.apply_writes(msg["writes"])
+        self.peers.reply(peer, msg, {})
 
     def on_commit(self, peer: str, msg: Dict[str, Any]) -> None:
         self.adopt_committed(PartitionTable.from_internal(msg["table"]))
 
     def adopt_committed(self, table: PartitionTable) -> None:
-        node = self.node
-        node.membership.max_version_seen = max(node.membership.max_version_seen, table.version)
-        if table.version <= node.table.version:
+        members = self.peers
+        members.max_version_seen = max(members.max_version_seen, table.version)
+        if table.version <= self.tables.version:
             return
         if self.prepared is not None and self.prepared.version <= table.version:
-            self.prepared = None
-        node.adopt(table)
+            self.tables.prepared = None   # adopt() below recomputes the targets
+        self.adopt(table)
         self.wake()  # the coordinator may have changed, or membership moved on meanwhile
+
+    # -- healing a missed commit
+
+    def on_newer_map(self, peer_id: str, version: int) -> None:
+        """A heartbeat showed ``version`` > ours: fetch that table from ``peer_id`` (one at a time)."""
+        if self._fetching:
+            return
+        self._fetching = True
+
+        def got(reply: Optional[Dict[str, Any]]) -> None:
+            self._fetching = False
+            if reply is not None and reply.get("table"):
+                self.adopt_committed(PartitionTable.from_internal(reply["table"]))
+
+        self.peers.call(peer_id, {"type": "CLUSTER_TABLE_REQUEST"}, got, timeout=2.0)
+
+    def on_table_request(self, peer_id: str, msg: Dict[str, Any]) -> None:
+        table = self.tables.current
+        self.peers.reply(peer_id, msg, {"table": table.to_internal() if table.version else None})
 
     def __repr__(self) -> str:
         prepared = f" preparing v{self.prepared.version}" if self.prepared else ""
-        return f"<Rebalancer {self.node.node_id} migrations={self.migrations}{prepared}>"
+        return f"<Rebalancer {self.node_id} migrations={self.migrations}{prepared}>"

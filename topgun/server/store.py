@@ -11,20 +11,42 @@ request needs one, and kept up to date on every later write to that map and part
 nobody syncs therefore cost nothing per write. Item hash: ``fnv1a("key:millis:counter:nodeId")``;
 path: ``merkle_path(key)``; depth 3; every node's hash is the wrapping u32 sum of its items.
 
-A *write* is the list ``[pid, map, key, millis, counter, node_id, value, ttl, live]``: the unit
-that is replicated, forwarded and snapshotted between nodes (msgpack-friendly, no dicts).
+A *write* is the named tuple :class:`Write` ``(pid, map, key, millis, counter, node_id, value,
+ttl, live)``: the unit that is replicated, forwarded and snapshotted between nodes. msgpack
+encodes a tuple as an array, so between nodes a write is a nine-element array; a receiver
+gets lists back and rebuilds them with ``Write._make`` where it needs the names.
+
+Not here: routing, replication, events (``writes.py``, ``subscriptions.py``).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from topgun.protocol.hashing import PARTITION_COUNT, fnv1a32
 
-__all__ = ["Store", "MerkleTree", "NO_CHANGE", "item_hash", "Record", "pid_of"]
+__all__ = ["Store", "MerkleTree", "NO_CHANGE", "item_hash", "Record", "Write", "pid_of"]
 
 MASK = 0xFFFFFFFF
 Record = Tuple[Tuple[int, int, str], Any, Optional[int], bool]
 NO_CHANGE: Any = object()
+
+
+class Write(NamedTuple):
+    """One record to merge into a partition: a put (``live``) or a remove (``value`` None)."""
+
+    pid: int
+    map: str
+    key: str
+    millis: int
+    counter: int
+    node_id: str
+    value: Any
+    ttl: Optional[int]
+    live: bool
+
+    @property
+    def ts(self) -> Tuple[int, int, str]:
+        return (self.millis, self.counter, self.node_id)
 
 _hashes: Dict[str, int] = {}
 _HASH_CACHE_LIMIT = 500_000
@@ -149,7 +171,7 @@ class Store:
             tree.update(key, ts if live else None)
         return old
 
-    def apply_writes(self, writes: List[List[Any]]) -> None:
+    def apply_writes(self, writes: Iterable[Sequence[Any]]) -> None:
         """Merge replicated or snapshotted writes (no events); :meth:`apply` inlined for speed."""
         parts = self.parts
         for pid, map_name, key, millis, counter, node_id, value, ttl, live in writes:
@@ -207,12 +229,12 @@ class Store:
 
     # -- whole partitions (migration)
 
-    def snapshot(self, pid: int) -> List[List[Any]]:
+    def snapshot(self, pid: int) -> List[Write]:
         """Every record of the partition, tombstones included, as writes."""
         out = []
         for map_name, mp in self.parts[pid].items():
             for key, (ts, value, ttl, live) in mp.records.items():
-                out.append([pid, map_name, key, ts[0], ts[1], ts[2], value, ttl, live])
+                out.append(Write(pid, map_name, key, ts[0], ts[1], ts[2], value, ttl, live))
         return out
 
     def count(self, pid: Optional[int] = None) -> int:

@@ -10,6 +10,12 @@ value, so ENTER/UPDATE/LEAVE can be decided) to every node that has announced in
 map with CLUSTER_INTEREST, so subscribers anywhere see writes made through any node. Initial
 results are gathered from every owner (CLUSTER_GATHER); updates that arrive while a query's
 first answer is still being gathered are held back and sent right after its QUERY_RESP.
+
+What it is given: the node's id, its :class:`~topgun.server.table.LiveTable` (who owns what,
+for gathering), its store (local matches) and its peers. ``interested`` is one set, updated in
+place, that the writer reads to skip computing events for maps nobody watches.
+
+Not here: evaluating a query (``queries.py``), applying writes (``writes.py``).
 """
 from __future__ import annotations
 
@@ -18,13 +24,14 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tupl
 
 from topgun.protocol import codec
 
+from .membership import Membership
 from .queries import Query, QueryError
-from .store import MASK, item_hash
+from .store import MASK, Store, Write, item_hash
+from .table import LiveTable
 from .writes import BadFrame
 
 if TYPE_CHECKING:
     from .connection import ClientConnection
-    from .node import Node
 
 __all__ = ["Subscriptions"]
 
@@ -35,15 +42,19 @@ Event = List[Any]
 Item = Tuple[str, Any, Tuple[int, int, str]]
 
 
-def _record_wire(w: List[Any]) -> Dict[str, Any]:
-    return {"value": w[6], "timestamp": {"millis": w[3], "counter": w[4], "nodeId": w[5]}, "ttlMs": w[7]}
+def _record_wire(w: Write) -> Dict[str, Any]:
+    return {"value": w.value, "timestamp": {"millis": w.millis, "counter": w.counter, "nodeId": w.node_id},
+            "ttlMs": w.ttl}
 
 
 class Subscriptions:
     """Every live query on one node, and the maps other nodes want events for."""
 
-    def __init__(self, node: "Node") -> None:
-        self.node = node
+    def __init__(self, node_id: str, tables: LiveTable, store: Store, peers: Membership) -> None:
+        self.node_id = node_id
+        self.tables = tables
+        self.store = store
+        self.peers = peers
         # map name -> connection -> {queryId: Query}
         self.by_map: Dict[str, Dict["ClientConnection", Dict[str, Query]]] = {}
         self.peer_interest: Dict[str, Set[str]] = {}
@@ -123,11 +134,10 @@ class Subscriptions:
 
     def gather(self, map_name: str, query: Dict[str, Any], done: Callable[[List[Item]], None]) -> None:
         """Call ``done(items)`` with the query's matches from every partition owner."""
-        node = self.node
         by_owner: Dict[str, List[int]] = {}
-        for pid, owner in enumerate(node.table.owners):
+        for pid, owner in enumerate(self.tables.current.owners):
             by_owner.setdefault(owner, []).append(pid)
-        items: List[Item] = list(self.local_matches(map_name, query, by_owner.pop(node.node_id, [])))
+        items: List[Item] = list(self.local_matches(map_name, query, by_owner.pop(self.node_id, [])))
         state = [len(by_owner)]
         if not by_owner:
             done(items)
@@ -141,39 +151,39 @@ class Subscriptions:
                 done(items)
 
         for owner, pids in by_owner.items():
-            node.membership.call(owner, {"type": "CLUSTER_GATHER", "map": map_name, "query": query,
+            self.peers.call(owner, {"type": "CLUSTER_GATHER", "map": map_name, "query": query,
                                          "pids": pids}, on_reply, timeout=3.0)
 
     def local_matches(self, map_name: str, query: Dict[str, Any], pids: List[int]) -> List[Item]:
         # Only the matches: sorting, the limit and the 10,000-result cut (with hasMore) happen
         # once, on the node that answers, over every owner's matches.
         match = Query(query).match
-        return [(k, rec[1], rec[0]) for k, rec in self.node.store.live_items(map_name, pids) if match(rec[1])]
+        return [(k, rec[1], rec[0]) for k, rec in self.store.live_items(map_name, pids) if match(rec[1])]
 
     def on_gather(self, peer: str, msg: Dict[str, Any]) -> None:
         try:
             items = self.local_matches(msg["map"], msg.get("query") or {}, msg["pids"])
         except (QueryError, KeyError, TypeError):
             items = []
-        self.node.membership.reply(peer, msg, {"items": [[k, v, ts[0], ts[1], ts[2]] for k, v, ts in items]})
+        self.peers.reply(peer, msg, {"items": [[k, v, ts[0], ts[1], ts[2]] for k, v, ts in items]})
 
     # -- events
 
-    def publish(self, changed: List[Tuple[List[Any], Any]], origin: Tuple[str, int]) -> None:
+    def publish(self, changed: List[Tuple[Write, Any]], origin: Tuple[str, int]) -> None:
         """Events for writes this node applied as owner; ``old`` is the previous record or None."""
         by_map: Dict[str, List[Event]] = {}
         for w, old in changed:
             live_old = old is not None and old[3]
-            by_map.setdefault(w[1], []).append(
-                [w[2], "PUT" if w[8] else "REMOVE", _record_wire(w) if w[8] else None,
+            by_map.setdefault(w.map, []).append(
+                [w.key, "PUT" if w.live else "REMOVE", _record_wire(w) if w.live else None,
                  live_old, old[1] if live_old else None])
-        me = self.node.node_id
+        me = self.node_id
         for map_name, events in by_map.items():
             if map_name in self.by_map:
                 self.deliver(map_name, events, origin)
             for peer, maps in self.peer_interest.items():
                 if map_name in maps and peer != me:
-                    self.node.membership.send(peer, {"type": "CLUSTER_EVENTS", "map": map_name,
+                    self.peers.send(peer, {"type": "CLUSTER_EVENTS", "map": map_name,
                                                      "events": events, "origin": list(origin)})
 
     def on_events(self, peer: str, msg: Dict[str, Any]) -> None:
@@ -184,7 +194,7 @@ class Subscriptions:
         conns = self.by_map.get(map_name)
         if not conns:
             return
-        skip_cid = origin[1] if origin[0] == self.node.node_id else None
+        skip_cid = origin[1] if origin[0] == self.node_id else None
         encode = codec.encode_wire
         frames = []
         for key, kind, record, _old_live, _old in events:
@@ -221,10 +231,10 @@ class Subscriptions:
         local = set(self.by_map)
         if local != self._announced:
             self._announced = local
-            self.node.membership.broadcast({"type": "CLUSTER_INTEREST", "maps": sorted(local)})
+            self.peers.broadcast({"type": "CLUSTER_INTEREST", "maps": sorted(local)})
 
     def announce_to(self, peer: str) -> None:
-        self.node.membership.send(peer, {"type": "CLUSTER_INTEREST", "maps": sorted(self.by_map)})
+        self.peers.send(peer, {"type": "CLUSTER_INTEREST", "maps": sorted(self.by_map)})
 
     def on_interest(self, peer: str, msg: Dict[str, Any]) -> None:
         self.peer_interest[peer] = set(msg.get("maps") or ())
@@ -238,7 +248,9 @@ class Subscriptions:
         maps = set(self.by_map)
         for peer_maps in self.peer_interest.values():
             maps |= peer_maps
-        self.interested = maps
+        # In place: the writer holds this very set.
+        self.interested.intersection_update(maps)
+        self.interested.update(maps)
 
     def __repr__(self) -> str:
         n = sum(len(q) for conns in self.by_map.values() for q in conns.values())

@@ -12,20 +12,31 @@ Hashing and paths are WIRE.md 8.2 (see ``store.MerkleTree``). Replies, as probed
 In a cluster, aggregate requests are gathered from every owner (CLUSTER_MERKLE with a list of
 partitions). A routed request is answered by the partition's owner: a non-owner forwards it,
 and answers from its own replica only if the owner cannot be reached and it is a backup.
+
+What it is given: the node's id, its :class:`~topgun.server.table.LiveTable`, its store, its
+peers, ``now()`` (the node's HLC, for the reply timestamps) and ``gather`` (the live-query
+gathering of ``subscriptions.py``, for QUERY_SYNC_INIT).
+
+Not here: ORMap sync (the dev server does not implement ORMap), keeping the trees up to date
+(``store.py``).
 """
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from topgun.protocol.hashing import PARTITION_COUNT
+from topgun.protocol.hlc import Timestamp
 
-from .store import MASK, item_hash
+from .membership import Membership
+from .store import MASK, Store, item_hash
+from .table import LiveTable
 from .writes import BadFrame
 
 if TYPE_CHECKING:
     from .connection import ClientConnection
-    from .node import Node
+
+Gather = Callable[[str, Dict[str, Any], Callable[[List[Any]], None]], None]
 
 __all__ = ["MerkleSync"]
 
@@ -43,14 +54,20 @@ def _leaf_record(key: str, rec: Any) -> Dict[str, Any]:
 class MerkleSync:
     """Answers the Merkle sync requests of one node's clients (and of its peers)."""
 
-    def __init__(self, node: "Node") -> None:
-        self.node = node
+    def __init__(self, node_id: str, tables: LiveTable, store: Store, peers: Membership, *,
+                 now: Callable[[], Timestamp], gather: Gather) -> None:
+        self.node_id = node_id
+        self.tables = tables
+        self.store = store
+        self.peers = peers
+        self.now = now
+        self.gather = gather
 
     # -- local computations over a set of partitions
 
     def local_part(self, map_name: str, pids: List[int], path: str) -> Dict[str, Any]:
         """Aggregate of ``path`` over ``pids``: {"exists", "children"} or {"exists", "records"}."""
-        store = self.node.store
+        store = self.store
         exists = False
         if len(path) < 3:
             children: Dict[str, int] = {}
@@ -73,16 +90,15 @@ class MerkleSync:
 
     def on_peer_merkle(self, peer: str, msg: Dict[str, Any]) -> None:
         if "pids" in msg:
-            self.node.membership.reply(peer, msg, self.local_part(msg["map"], msg["pids"], msg["path"]))
+            self.peers.reply(peer, msg, self.local_part(msg["map"], msg["pids"], msg["path"]))
         else:
-            self.node.membership.reply(peer, msg, {"reply": self.routed_reply(msg["map"], msg["path"])})
+            self.peers.reply(peer, msg, {"reply": self.routed_reply(msg["map"], msg["path"])})
 
     def _gather(self, map_name: str, path: str, done: Any) -> None:
-        node = self.node
         by_owner: Dict[str, List[int]] = {}
-        for pid, owner in enumerate(node.table.owners):
+        for pid, owner in enumerate(self.tables.current.owners):
             by_owner.setdefault(owner, []).append(pid)
-        parts = [self.local_part(map_name, by_owner.pop(node.node_id, []), path)]
+        parts = [self.local_part(map_name, by_owner.pop(self.node_id, []), path)]
         state = [len(by_owner)]
 
         def finish() -> None:
@@ -107,8 +123,8 @@ class MerkleSync:
             finish()
             return
         for owner, pids in by_owner.items():
-            node.membership.call(owner, {"type": "CLUSTER_MERKLE", "map": map_name, "path": path,
-                                         "pids": pids}, on_reply, timeout=3.0)
+            self.peers.call(owner, {"type": "CLUSTER_MERKLE", "map": map_name, "path": path,
+                                    "pids": pids}, on_reply, timeout=3.0)
 
     # -- client requests
 
@@ -120,7 +136,7 @@ class MerkleSync:
         def done(_exists: bool, children: Dict[str, int]) -> None:
             root = sum(children.values()) & MASK
             conn.send_wire({"type": "SYNC_RESP_ROOT", "payload": {
-                "mapName": map_name, "rootHash": root, "timestamp": self.node.hlc.now().to_wire()}})
+                "mapName": map_name, "rootHash": root, "timestamp": self.now().to_wire()}})
 
         self._gather(map_name, "", done)
 
@@ -140,9 +156,9 @@ class MerkleSync:
             for key, _v, ts in hits:
                 root = (root + item_hash(key, ts)) & MASK
             conn.send_wire({"type": "SYNC_RESP_ROOT", "payload": {
-                "mapName": map_name, "rootHash": root, "timestamp": self.node.hlc.now().to_wire()}})
+                "mapName": map_name, "rootHash": root, "timestamp": self.now().to_wire()}})
 
-        self.node.subs.gather(map_name, query.raw, done)
+        self.gather(map_name, query.raw, done)
 
     def on_bucket(self, conn: "ClientConnection", d: Dict[str, Any]) -> None:
         p = d.get("payload")
@@ -171,9 +187,9 @@ class MerkleSync:
     def _routed(self, conn: "ClientConnection", map_name: str, path: str, pid: int) -> None:
         if pid >= PARTITION_COUNT:
             return
-        node = self.node
-        owner = node.table.owners[pid]
-        if owner == node.node_id:
+        table = self.tables.current
+        owner = table.owners[pid]
+        if owner == self.node_id:
             reply = self.routed_reply(map_name, path)
             if reply is not None:
                 conn.send_wire(reply)
@@ -181,21 +197,21 @@ class MerkleSync:
 
         def on_reply(r: Optional[Dict[str, Any]]) -> None:
             if r is None:
-                if node.node_id in node.table.backups[pid]:
+                if self.node_id in self.tables.current.backups[pid]:
                     r = {"reply": self.routed_reply(map_name, path)}
                 else:
                     return
             if r.get("reply") is not None and not conn.closed:
                 conn.send_wire(r["reply"])
 
-        node.membership.call(owner, {"type": "CLUSTER_MERKLE", "map": map_name, "path": path},
-                             on_reply, timeout=3.0)
+        self.peers.call(owner, {"type": "CLUSTER_MERKLE", "map": map_name, "path": path},
+                        on_reply, timeout=3.0)
 
     def routed_reply(self, map_name: str, path: str) -> Optional[Dict[str, Any]]:
         """The reply to a routed request from this node's own data (None: no reply)."""
         prefix, rest = path.split("/", 1)
         pid = int(prefix)
-        tree = self.node.store.tree(pid, map_name)
+        tree = self.store.tree(pid, map_name)
         if len(rest) < 3:
             if rest and (tree is None or not tree.exists(rest)):
                 return None
@@ -205,8 +221,8 @@ class MerkleSync:
                 "buckets": {f"{prefix}/{rest}{c}": h for c, h in children.items()}}}
         if tree is None or not tree.exists(rest):
             return None
-        records = [_leaf_record(k, r) for k, r in self.node.store.leaf_records(pid, map_name, rest)]
+        records = [_leaf_record(k, r) for k, r in self.store.leaf_records(pid, map_name, rest)]
         return {"type": "SYNC_RESP_LEAF", "payload": {"mapName": map_name, "path": path, "records": records}}
 
     def __repr__(self) -> str:
-        return f"<MerkleSync {self.node.node_id}>"
+        return f"<MerkleSync {self.node_id}>"

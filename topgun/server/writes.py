@@ -11,18 +11,26 @@ A part that fails (owner or backup unreachable, map changed under it) is retried
 once the partition table changes (or after a short pause), until the deadline. Retrying is
 safe because writes keep their client timestamps: applying one twice changes nothing.
 
-No IO of its own: it talks to peers through ``node.membership`` and never blocks the caller;
-only retries run in their own (node-owned) greenlets.
+What it is given: the node's id, its :class:`~topgun.server.table.LiveTable`, its store, its
+peers (:class:`~topgun.server.membership.Membership`), ``publish(changed, origin)`` for the
+events of writes it applied as owner, ``interested`` (the set of map names anyone subscribes
+to, kept up to date in place by the subscriptions; writes to other maps publish nothing), a
+``spawn`` for retries and the clock.
+
+Not here: IO of its own (it talks to peers through the membership and never blocks the
+caller; only retries run in their own node-owned greenlets), decoding client frames and
+acknowledging them (the node), computing events (``subscriptions.py``).
 """
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from .store import NO_CHANGE, pid_of
+from topgun.clock import Clock
 
-if TYPE_CHECKING:
-    from .node import Node
+from .membership import Membership
+from .store import NO_CHANGE, Store, Write, pid_of
+from .table import LiveTable
 
 __all__ = ["Writer", "BadFrame", "Unsupported", "LEVELS", "LEVEL_NAMES", "APPLIED", "REPLICATED",
            "parse_ops", "WRITE_DEADLINE_S"]
@@ -38,6 +46,7 @@ RETRY_PAUSE_S = 0.1
 
 Done = Callable[[Optional[int]], None]
 Origin = Tuple[str, int]
+Publish = Callable[[List[Tuple[Write, Any]], Origin], None]
 
 
 class BadFrame(Exception):
@@ -72,8 +81,8 @@ def _ts(rec: Any) -> Tuple[int, int, str]:
     return millis, counter, node
 
 
-def parse_ops(ops: Any, now: Callable[[], Tuple[int, int, str]]) -> Tuple[List[List[Any]], int]:
-    """Turn wire ops into writes ``[pid, map, key, millis, counter, nodeId, value, ttl, live]``.
+def parse_ops(ops: Any, now: Callable[[], Tuple[int, int, str]]) -> Tuple[List[Write], int]:
+    """Turn wire ops into :class:`~topgun.server.store.Write` tuples.
 
     Returns the writes and the highest ``writeConcern`` level any op asked for (-1 if none).
     ``now()`` stamps a remove that carries no timestamp.
@@ -107,7 +116,7 @@ def parse_ops(ops: Any, now: Callable[[], Tuple[int, int, str]]) -> Tuple[List[L
         rec = op.get("record", NO_CHANGE)
         if op_type == "REMOVE" or rec is None:
             ts = _ts(rec) if type(rec) is dict else now()
-            writes.append([pid_of(key), map_name, key, ts[0], ts[1], ts[2], None, None, False])
+            writes.append(Write(pid_of(key), map_name, key, ts[0], ts[1], ts[2], None, None, False))
         elif rec is NO_CHANGE:
             continue  # a put without a record stores nothing (still acknowledged)
         else:
@@ -115,7 +124,7 @@ def parse_ops(ops: Any, now: Callable[[], Tuple[int, int, str]]) -> Tuple[List[L
             ttl = rec.get("ttlMs")
             if ttl is not None and type(ttl) is not int:
                 raise BadFrame("record.ttlMs must be an integer")
-            writes.append([pid_of(key), map_name, key, ts[0], ts[1], ts[2], rec.get("value"), ttl, True])
+            writes.append(Write(pid_of(key), map_name, key, ts[0], ts[1], ts[2], rec.get("value"), ttl, True))
     return writes, top
 
 
@@ -143,20 +152,32 @@ class _Join:
 class Writer:
     """Routes, applies and replicates writes for one node."""
 
-    def __init__(self, node: "Node") -> None:
-        self.node = node
+    def __init__(self, node_id: str, tables: LiveTable, store: Store, peers: Membership, *,
+                 publish: Publish, interested: Set[str], spawn: Callable[..., Any], clock: Clock) -> None:
+        self.node_id = node_id
+        self.tables = tables
+        self.store = store
+        self.peers = peers
+        self.publish = publish
+        self.interested = interested
+        self.spawn = spawn
+        self.clock = clock
+        self.closed = False
         self.retries = 0
 
-    def write(self, writes: List[List[Any]], level: int, origin: Origin, done: Done,
+    def close(self) -> None:
+        """Pending retries give up (``done(None)``) instead of trying again."""
+        self.closed = True
+
+    def write(self, writes: Sequence[Write], level: int, origin: Origin, done: Done,
               deadline: float, hops: int = 0) -> None:
-        node = self.node
-        table = node.table
-        me = node.node_id
+        table = self.tables.current
+        me = self.node_id
         owners = table.owners
-        local: List[List[Any]] = []
-        remote: Dict[str, List[List[Any]]] = {}
+        local: List[Write] = []
+        remote: Dict[str, List[Write]] = {}
         for w in writes:
-            owner = owners[w[0]]
+            owner = owners[w.pid]
             if owner == me:
                 local.append(w)
             else:
@@ -168,36 +189,35 @@ class Writer:
             self._forward(owner, ws, level, origin, join.part(), deadline, hops, table.version)
         join.report(99)
 
-    def _apply_owned(self, writes: List[List[Any]], level: int, origin: Origin, done: Done,
+    def _apply_owned(self, writes: List[Write], level: int, origin: Origin, done: Done,
                      deadline: float, hops: int, version: int) -> None:
-        node = self.node
-        apply = node.store.apply
-        interested = node.subs.interested
+        apply = self.store.apply
+        interested = self.interested
         changed = []
         for w in writes:
-            old = apply(w[0], w[1], w[2], (w[3], w[4], w[5]), w[6], w[7], w[8])
-            if old is not NO_CHANGE and w[1] in interested:
+            old = apply(w.pid, w.map, w.key, (w.millis, w.counter, w.node_id), w.value, w.ttl, w.live)
+            if old is not NO_CHANGE and w.map in interested:
                 changed.append((w, old))
         if changed:
-            node.subs.publish(changed, origin)
-        targets = node.repl_targets
-        by_target: Dict[str, List[List[Any]]] = {}
+            self.publish(changed, origin)
+        targets = self.tables.targets
+        by_target: Dict[str, List[Write]] = {}
         for w in writes:
-            for t in targets[w[0]]:
+            for t in targets[w.pid]:
                 by_target.setdefault(t, []).append(w)
         if not by_target:
             done(APPLIED)
             return
-        members = node.membership
+        members = self.peers
         if level < REPLICATED:
             for t, ws in by_target.items():
                 members.send(t, {"type": "CLUSTER_REPLICATE", "writes": ws})
             done(APPLIED)
             return
         state = [len(by_target)]
-        failed: List[List[Any]] = []
+        failed: List[Write] = []
 
-        def replied(ws: List[List[Any]]) -> Callable[[Optional[Dict[str, Any]]], None]:
+        def replied(ws: List[Write]) -> Callable[[Optional[Dict[str, Any]]], None]:
             def on_reply(reply: Optional[Dict[str, Any]]) -> None:
                 if reply is None:
                     failed.extend(ws)
@@ -209,16 +229,16 @@ class Writer:
                         done(REPLICATED)
             return on_reply
 
-        remaining = max(0.05, deadline - node.clock.monotonic())
+        remaining = max(0.05, deadline - self.clock.monotonic())
         for t, ws in by_target.items():
             members.call(t, {"type": "CLUSTER_REPLICATE", "writes": ws}, replied(ws), timeout=remaining)
 
-    def _forward(self, owner: str, writes: List[List[Any]], level: int, origin: Origin, done: Done,
+    def _forward(self, owner: str, writes: List[Write], level: int, origin: Origin, done: Done,
                  deadline: float, hops: int, version: int) -> None:
         if hops >= MAX_HOPS:
             self._retry(writes, level, origin, done, deadline, 0, version)
             return
-        remaining = deadline - self.node.clock.monotonic()
+        remaining = deadline - self.clock.monotonic()
 
         def on_reply(reply: Optional[Dict[str, Any]]) -> None:
             if reply is not None and reply.get("level") is not None:
@@ -226,43 +246,43 @@ class Writer:
             else:
                 self._retry(writes, level, origin, done, deadline, hops, version)
 
-        self.node.membership.call(owner, {
+        self.peers.call(owner, {
             "type": "CLUSTER_FORWARD", "writes": writes, "level": level, "origin": list(origin),
             "hops": hops + 1, "remaining": remaining}, on_reply, timeout=max(0.05, remaining))
 
-    def _retry(self, writes: List[List[Any]], level: int, origin: Origin, done: Done,
+    def _retry(self, writes: List[Write], level: int, origin: Origin, done: Done,
                deadline: float, hops: int, version: int) -> None:
-        node = self.node
+        clock = self.clock
         self.retries += 1
 
         def again() -> None:
-            left = deadline - node.clock.monotonic()
+            left = deadline - clock.monotonic()
             if left > 0:
-                node.wait_for_table(version, min(RETRY_PAUSE_S, left))
-            if node.clock.monotonic() >= deadline or node.stopped:
+                self.tables.wait_for_newer(version, min(RETRY_PAUSE_S, left))
+            if clock.monotonic() >= deadline or self.closed:
                 done(None)
                 return
             self.write(writes, level, origin, done, deadline, hops)
 
-        node.spawn(again)
+        self.spawn(again)
 
     # -- peer side
 
     def on_forward(self, peer: str, msg: Dict[str, Any]) -> None:
-        node = self.node
         origin = msg.get("origin") or ("", 0)
-        deadline = node.clock.monotonic() + min(float(msg.get("remaining") or WRITE_DEADLINE_S), WRITE_DEADLINE_S)
+        deadline = self.clock.monotonic() + min(float(msg.get("remaining") or WRITE_DEADLINE_S), WRITE_DEADLINE_S)
 
         def done(level: Optional[int]) -> None:
-            node.membership.reply(peer, msg, {"level": level})
+            self.peers.reply(peer, msg, {"level": level})
 
-        self.write(msg["writes"], int(msg.get("level", APPLIED)), (origin[0], origin[1]), done,
+        writes = [Write._make(w) for w in msg["writes"]]   # arrays on the wire
+        self.write(writes, int(msg.get("level", APPLIED)), (origin[0], origin[1]), done,
                    deadline, int(msg.get("hops", 1)))
 
-    def __repr__(self) -> str:
-        return f"<Writer {self.node.node_id} retries={self.retries}>"
-
     def on_replicate(self, peer: str, msg: Dict[str, Any]) -> None:
-        self.node.store.apply_writes(msg["writes"])
+        self.store.apply_writes(msg["writes"])
         if msg.get("rid") is not None:
-            self.node.membership.reply(peer, msg, {})
+            self.peers.reply(peer, msg, {})
+
+    def __repr__(self) -> str:
+        return f"<Writer {self.node_id} retries={self.retries}>"

@@ -9,6 +9,9 @@ TCP: TCP_NODELAY on connect; on Linux, TCP_QUICKACK before a read while several 
 unanswered (see ``_fill``: without it a pipelined burst to the TopGun server stalls about 44 ms on
 the server's Nagle plus our delayed ACK).
 
+The frame pieces (header, masking, the sans-IO parser) are :mod:`topgun.protocol.wsframe`, shared
+with the dev server; this module adds the socket, the handshake and the read/write policy.
+
 What it handles: masked client frames, 7/16/64-bit lengths, fragmented (continuation) messages,
 ping -> pong, close -> close reply, a message size limit on both directions, and text frames,
 which are dropped (the TopGun server ignores text too).
@@ -29,7 +32,6 @@ import base64
 import hashlib
 import logging
 import os
-import struct
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -38,6 +40,9 @@ import gevent.lock
 from gevent import socket as gsocket
 
 from topgun.errors import ConfigurationError, ConnectionLost, ConnectTimeout, LocalProtocolError, RemoteProtocolError
+
+# The frame pieces live in protocol/ (shared with the dev server); re-exported here.
+from topgun.protocol.wsframe import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, FrameParser, FrameWriter
 from topgun.transport.base import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = ["WebSocketTransport", "FrameWriter", "FrameParser",
@@ -45,164 +50,11 @@ __all__ = ["WebSocketTransport", "FrameWriter", "FrameParser",
 
 log = logging.getLogger(__name__)
 
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_CHUNK = 65536                  # key-stream length, masking chunk and normal socket read size
+_CHUNK = 65536                  # normal socket read size
 _MAX_READ = 1024 * 1024         # largest single read while a big frame is arriving
 _MAX_HANDSHAKE = 65536          # response headers larger than this are refused
 _TCP_QUICKACK: int | None = getattr(gsocket, "TCP_QUICKACK", None)     # Linux only
-_HEAD16 = struct.Struct("!BBH")
-_HEAD64 = struct.Struct("!BBQ")
-
-
-class FrameWriter:
-    """Encodes masked client frames, using one mask key for the whole connection."""
-
-    __slots__ = ("key", "_stream", "_stream_int", "_small")
-
-    def __init__(self, key: bytes) -> None:
-        if len(key) != 4:
-            raise ValueError(f"a mask key is 4 bytes, got {len(key)}")
-        self.key = key
-        self._stream = key * (_CHUNK // 4)
-        self._stream_int = int.from_bytes(self._stream, "big")
-        # Headers of short binary frames, key included: one list lookup instead of a pack.
-        self._small = [bytes((0x80 | OP_BINARY, 0x80 | n)) + key for n in range(126)]
-
-    def mask(self, payload: bytes | memoryview) -> bytes:
-        """XOR ``payload`` with the key stream (masking and unmasking are the same operation)."""
-        n = len(payload)
-        if n <= _CHUNK:
-            return (int.from_bytes(payload, "big")
-                    ^ int.from_bytes(self._stream[:n], "big")).to_bytes(n, "big")
-        # Chunks the size of the precomputed stream: 2.5x faster than one huge integer.
-        view, stream_int, parts = memoryview(payload), self._stream_int, []
-        full = n - n % _CHUNK
-        for i in range(0, full, _CHUNK):
-            parts.append((int.from_bytes(view[i:i + _CHUNK], "big") ^ stream_int).to_bytes(_CHUNK, "big"))
-        if full < n:
-            parts.append(self.mask(view[full:]))
-        return b"".join(parts)
-
-    def frame(self, payload: bytes, opcode: int = OP_BINARY) -> bytes:
-        """One complete (FIN) masked frame."""
-        n = len(payload)
-        if n < 126:
-            if opcode == OP_BINARY:
-                head = self._small[n]
-            else:
-                head = bytes((0x80 | opcode, 0x80 | n)) + self.key
-        elif n <= 0xFFFF:
-            head = _HEAD16.pack(0x80 | opcode, 0xFE, n) + self.key
-        else:
-            head = _HEAD64.pack(0x80 | opcode, 0xFF, n) + self.key
-        return head + self.mask(payload)
-
-
-class FrameParser:
-    """Sans-IO reader of server frames: ``feed`` bytes, then call ``next`` until it returns None.
-
-    ``next`` returns ``(opcode, payload)`` for each complete message (fragments joined; the
-    opcode is OP_BINARY or OP_TEXT) and for each control frame. On a framing violation it raises
-    RemoteProtocolError and leaves the close code to send in ``close_code``.
-    """
-
-    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
-        self.max_message_size = max_message_size
-        self.close_code = 1002
-        self.missing = 2        # bytes still needed to finish the frame being parsed
-        self._buf = bytearray()
-        self._pos = 0
-        self._frag_opcode = 0   # opcode of the unfinished fragmented message, 0 if none
-        self._frag_parts: list[bytes] = []
-        self._frag_size = 0
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf) - self._pos
-
-    def feed(self, data: bytes) -> None:
-        # Drop consumed bytes only here, so parsing many frames out of one read moves no memory.
-        if self._pos:
-            del self._buf[:self._pos]
-            self._pos = 0
-        self._buf += data
-
-    def _fail(self, code: int, message: str) -> RemoteProtocolError:
-        self.close_code = code
-        return RemoteProtocolError(message)
-
-    def next(self) -> tuple[int, bytes] | None:
-        buf = self._buf
-        while True:
-            pos = self._pos
-            avail = len(buf) - pos
-            if avail < 2:
-                self.missing = 2 - avail
-                return None
-            b0, b1 = buf[pos], buf[pos + 1]
-            n, head = b1 & 0x7F, 2
-            if n == 126:
-                head = 4
-                if avail < 4:
-                    self.missing = 4 - avail
-                    return None
-                n = (buf[pos + 2] << 8) | buf[pos + 3]
-            elif n == 127:
-                head = 10
-                if avail < 10:
-                    self.missing = 10 - avail
-                    return None
-                n = int.from_bytes(buf[pos + 2:pos + 10], "big")
-                if n >> 63:
-                    raise self._fail(1002, "64-bit frame length has its top bit set")
-            opcode, fin = b0 & 0x0F, b0 & 0x80
-            if b0 & 0x70:
-                raise self._fail(1002, f"reserved bits set in frame header 0x{b0:02x} (no extension was negotiated)")
-            if b1 & 0x80:
-                raise self._fail(1002, "server sent a masked frame")
-            if opcode >= OP_CLOSE:
-                if opcode > OP_PONG:
-                    raise self._fail(1002, f"unknown control opcode 0x{opcode:x}")
-                if not fin or n > 125:
-                    raise self._fail(1002, f"control frame 0x{opcode:x} is fragmented or longer than 125 bytes")
-            elif opcode == OP_CONT:
-                if not self._frag_opcode:
-                    raise self._fail(1002, "continuation frame without a message to continue")
-                if self._frag_size + n > self.max_message_size:
-                    raise self._fail(1009, f"fragmented message exceeds {self.max_message_size} bytes")
-            elif opcode == OP_BINARY or opcode == OP_TEXT:
-                if self._frag_opcode:
-                    raise self._fail(1002, "new message started before the fragmented one finished")
-                # Refuse on the header alone: never buffer an oversized payload.
-                if n > self.max_message_size:
-                    raise self._fail(1009, f"message of {n} bytes exceeds {self.max_message_size} bytes")
-            else:
-                raise self._fail(1002, f"unknown data opcode 0x{opcode:x}")
-            end = pos + head + n
-            if end > len(buf):
-                self.missing = end - len(buf)
-                return None
-            if n < 4096:
-                payload = bytes(buf[pos + head:end])
-            else:
-                with memoryview(buf) as view:      # one copy instead of two
-                    payload = view[pos + head:end].tobytes()
-            self._pos = end
-            if opcode >= OP_CLOSE:
-                return opcode, payload
-            if opcode == OP_CONT:
-                self._frag_parts.append(payload)
-                self._frag_size += n
-                if fin:
-                    opcode, payload = self._frag_opcode, b"".join(self._frag_parts)
-                    self._frag_opcode, self._frag_parts, self._frag_size = 0, [], 0
-                    return opcode, payload
-            elif fin:
-                return opcode, payload
-            else:
-                self._frag_opcode, self._frag_parts, self._frag_size = opcode, [payload], n
 
 
 class WebSocketTransport:

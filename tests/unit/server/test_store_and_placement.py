@@ -32,7 +32,7 @@ def test_lww_keeps_the_newest_and_tombstones_block_older_puts():
     store.apply(1, "m", "k", (20, 0, "a"), None, None, False)
     assert store.apply(1, "m", "k", (15, 0, "a"), "zombie", None, True) is NO_CHANGE
     assert list(store.live_items("m", [1])) == []
-    assert store.snapshot(1) == [[1, "m", "k", 20, 0, "a", None, None, False]]
+    assert [list(w) for w in store.snapshot(1)] == [[1, "m", "k", 20, 0, "a", None, None, False]]
 
 
 def test_merkle_tree_follows_writes_and_removes():
