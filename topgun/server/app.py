@@ -5,6 +5,11 @@ gevent-websocket performs the HTTP upgrade; the socket is then handed to a
 server spawned for the connection, in the node's group). Plain HTTP gets ``GET /health``
 (``{"status":"ok", ...}``) and 404 otherwise.
 
+The first HTTP request on a socket (for a WebSocket, the upgrade request) must have all its
+headers in within ``upgrade_timeout`` seconds of the TCP accept, or the socket is closed:
+partial headers never hold a socket. (Later requests on a kept-alive plain HTTP socket are not
+timed; clients use ``/health`` once.)
+
 What it is given: where to listen, the node's greenlet group, ``serve_client(fs)`` and
 ``serve_peer(fs)`` (run one upgraded socket until it closes) and ``health()`` (the JSON body).
 
@@ -16,6 +21,7 @@ import json
 import logging
 from typing import Any, Callable, Dict, Iterable, List
 
+import gevent
 from gevent import socket as gsocket
 from gevent.pool import Pool
 from geventwebsocket.handler import WebSocketHandler
@@ -28,7 +34,39 @@ __all__ = ["make_server"]
 log = logging.getLogger(__name__)
 
 
+UPGRADE_TIMEOUT_S = 10.0
+
+
 class _QuietHandler(WebSocketHandler):
+    """gevent-websocket's handler, with no access log and a deadline on the request headers."""
+
+    answered = False        # the request line and headers are in
+
+    def read_request(self, raw_requestline: Any) -> Any:
+        result = super().read_request(raw_requestline)
+        self.answered = True
+        return result
+
+    def handle(self) -> None:
+        # A loop timer, not a greenlet: it costs nothing per connection once the request is in.
+        timer = gevent.get_hub().loop.timer(self.server.upgrade_timeout)
+        timer.start(self._overdue)
+        try:
+            super().handle()
+        finally:
+            timer.close()
+
+    def _overdue(self) -> None:
+        # Runs in the hub: only non-blocking calls. The handler's read then sees EOF and ends.
+        sock = getattr(self, "socket", None)
+        if not self.answered and sock is not None:
+            log.debug("closing %s: no complete HTTP request in %.1f s", self.client_address,
+                      self.server.upgrade_timeout)
+            try:
+                sock.shutdown(gsocket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def log_request(self) -> None:  # no access log for a dev server
         pass
 
@@ -37,7 +75,7 @@ Serve = Callable[[FrameSocket], None]
 
 
 def make_server(name: str, host: str, port: int, group: Pool, *, serve_client: Serve, serve_peer: Serve,
-                health: Callable[[], Dict[str, Any]]) -> WebSocketServer:
+                health: Callable[[], Dict[str, Any]], upgrade_timeout: float = UPGRADE_TIMEOUT_S) -> WebSocketServer:
     """A not-yet-started server on ``host:port`` whose greenlets all go into ``group``."""
     def app(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         ws = environ.get("wsgi.websocket")
@@ -72,6 +110,7 @@ def make_server(name: str, host: str, port: int, group: Pool, *, serve_client: S
 
     server = WebSocketServer((host, port), app, handler_class=_QuietHandler,
                              spawn=group, log=None, error_log=_ErrorLog())
+    server.upgrade_timeout = upgrade_timeout
     return server
 
 

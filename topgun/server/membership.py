@@ -2,11 +2,41 @@
 
 Every node keeps one *outgoing* WebSocket link to each live peer (``/cluster`` on the peer's
 client port) and sends everything for that peer on it; it receives on the peer's outgoing link
-(its incoming one). A link starts with CLUSTER_HELLO ``{nodeId, url, incarnation}`` answered by
-CLUSTER_HELLO_ACK, so a seed is just a node's URL. A new link is followed by CLUSTER_WELCOME
+(its incoming one). A link starts with a handshake (below), so a seed is just a node's URL. A
+new link is followed by CLUSTER_WELCOME
 (the members we know and our partition table) and CLUSTER_INTEREST (maps we have live queries
 on). Node-to-node messages are msgpack maps whose ``type`` starts with ``CLUSTER_``; they are
 internal to the dev server and not part of the client protocol.
+
+The link handshake, and how peers prove the cluster secret:
+
+1. the accepting node sends CLUSTER_CHALLENGE ``{nonce}`` (16 random bytes, new per link);
+2. the dialling node answers CLUSTER_HELLO ``{nodeId, url, incarnation, version, nonce, proof}``
+   with a nonce of its own and ``proof = HMAC-SHA256(key, msgpack(["hello", their nonce, our
+   nonce, nodeId, url, incarnation]))``;
+3. the acceptor checks the proof (constant time) and answers CLUSTER_HELLO_ACK ``{nodeId, url,
+   incarnation, version, proof}`` with ``proof`` over ``["ack", dialler's nonce, its nonce,
+   its nodeId, url, incarnation]``, which the dialler checks in turn.
+
+``key = HMAC-SHA256(secret, "topgun dev cluster links")``; the secret is the node's cluster
+secret, by default its JWT secret, so a cluster started with ``--jwt-secret`` protects its
+``/cluster`` door with the same secret as its client door. A HELLO without a valid proof is
+refused: the link is closed before anything of it is registered or dispatched, so an
+unauthenticated peer can neither write (CLUSTER_REPLICATE) nor pose as a node id (which would
+make us declare that node restarted). The nonces make a recorded HELLO useless on a new link,
+and the proof covers the identity, so it cannot be moved to another node id. Without a secret
+proofs are sent empty and not checked (no-auth mode, as for clients). What it does not do: hide
+or integrity-protect the traffic after the handshake (no TLS; the dev server listens on
+loopback by default).
+
+Joining. A node started without seeds founds a cluster. A node with seeds dials all of them
+until it is in a map. If none of the nodes it reached has a map yet (all are waiting, as when
+every node was given every other as a seed), the node with the lowest id among itself and the
+nodes it reached founds the cluster once it has reached every seed, or after ``FOUND_AFTER_S``
+with some seeds still unreachable; the others are taken into the founder's first map. This is
+deterministic for nodes started together; a node that comes up only after another has founded
+alone joins that one. Not covered: two groups founding separately (seed lists that do not reach
+each other) are never merged.
 
 Failure detection, bounded in time:
 
@@ -30,8 +60,11 @@ Not here: what the messages mean (writes, events, migrations, Merkle), the parti
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import logging
+import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import gevent
@@ -51,6 +84,7 @@ SUSPECT_S = 2.5   # + one heartbeat period of slack: a hung node is out of the m
 DIAL_TIMEOUT_S = 0.3
 REDIAL_ATTEMPTS = 2
 HELLO_TIMEOUT_S = 2.0
+FOUND_AFTER_S = 3.0   # with seeds unreachable this long, the lowest reachable node founds
 MAX_BACKLOG = 10_000
 JOIN_RETRY_S = 0.2
 
@@ -66,7 +100,8 @@ def _unpack(data: bytes) -> Any:
 class Peer:
     """What a node knows about one other node."""
 
-    __slots__ = ("node_id", "url", "incarnation", "out", "alive", "last_heard", "pending", "dialing", "backlog")
+    __slots__ = ("node_id", "url", "incarnation", "out", "alive", "last_heard", "pending", "dialing", "backlog",
+                 "version")
 
     def __init__(self, node_id: str, url: str, incarnation: str, now: float) -> None:
         self.node_id, self.url, self.incarnation = node_id, url, incarnation
@@ -77,6 +112,7 @@ class Peer:
         self.dialing = False
         # Frames sent while the link is being (re)established; flushed when it is up.
         self.backlog: List[bytes] = []
+        self.version: Optional[int] = None   # its map version, once a hello or heartbeat told us
 
     def __repr__(self) -> str:
         state = "alive" if self.alive else "dead"
@@ -88,13 +124,48 @@ def _nothing(*_args: Any) -> None:
     pass
 
 
+def link_key(secret: Optional[str]) -> Optional[bytes]:
+    """The HMAC key for link proofs derived from a cluster secret (None: no-auth mode)."""
+    if secret is None:
+        return None
+    return hmac.new(secret.encode(), b"topgun dev cluster links", hashlib.sha256).digest()
+
+
+def link_proof(key: Optional[bytes], label: str, nonce_a: bytes, nonce_b: bytes, node_id: str, url: str,
+               incarnation: str) -> bytes:
+    """The proof one side of a link handshake sends (empty without a key)."""
+    if key is None:
+        return b""
+    return hmac.new(key, _pack([label, nonce_a, nonce_b, node_id, url, incarnation]), hashlib.sha256).digest()
+
+
+def _identity(msg: Any, kind: str) -> Optional[Tuple[str, str, str]]:
+    if not isinstance(msg, dict) or msg.get("type") != kind:
+        return None
+    ident = msg.get("nodeId"), msg.get("url"), msg.get("incarnation")
+    if not all(type(x) is str and x for x in ident):
+        return None
+    return ident  # type: ignore[return-value]
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value if type(value) is bytes else b""
+
+
+def _version(msg: Dict[str, Any]) -> Optional[int]:
+    v = msg.get("version")
+    return v if type(v) is int else None
+
+
 class Membership:
     """The peers of one node (``node_id``, this run ``incarnation``) and the messages between them."""
 
     def __init__(self, node_id: str, incarnation: str, clock: Clock, spawn: Callable[..., Any], *,
-                 map_version: Callable[[], int]) -> None:
+                 map_version: Callable[[], int], secret: Optional[str] = None) -> None:
         self.node_id = node_id
         self.incarnation = incarnation
+        self._key = link_key(secret)
+        self.refused = 0                  # /cluster links refused for a missing or wrong proof
         self.url = ""                     # ours, known once the node listens (start())
         self.clock = clock
         self.spawn = spawn
@@ -118,11 +189,14 @@ class Membership:
 
     # -- lifecycle
 
-    def start(self, url: str, seeds: Sequence[str], joined: Event) -> None:
-        """Heartbeats from now on; with ``seeds``, dial them until ``joined`` is set."""
+    def start(self, url: str, seeds: Sequence[str], joined: Event, found: Callable[[], None]) -> None:
+        """Heartbeats from now on; with ``seeds``, dial them until ``joined`` is set.
+
+        ``found()`` is called (once) if this node is to found the cluster (see Joining above).
+        """
         self.url = url
         if seeds:
-            self.spawn(self._join, tuple(seeds), joined)
+            self.spawn(self._join, tuple(seeds), joined, found)
         self.spawn(self._heartbeat_loop)
 
     def close(self) -> None:
@@ -194,28 +268,40 @@ class Membership:
 
     # -- links
 
-    def _hello(self) -> bytes:
-        return _pack({"type": "CLUSTER_HELLO", "nodeId": self.node_id, "url": self.url,
-                      "incarnation": self.incarnation})
+    def _identity_fields(self) -> Dict[str, Any]:
+        return {"nodeId": self.node_id, "url": self.url, "incarnation": self.incarnation,
+                "version": self.map_version()}
 
     def _dial(self, url: str) -> Peer:
-        """Open our outgoing link to the node at ``url``; returns that node's Peer.
+        """Open our outgoing link to the node at ``url`` (handshake above); returns that node's Peer.
 
         Raises:
-            OSError: it did not answer the handshake in time.
+            OSError: it did not complete the handshake in time, or did not prove the secret.
         """
         fs = dial(url, "/cluster", timeout=DIAL_TIMEOUT_S, spawn=self.spawn, name=f"{self.node_id}->{url}")
         try:
-            fs.send(self._hello())
-            with gevent.Timeout(HELLO_TIMEOUT_S, OSError(f"{url}: no CLUSTER_HELLO_ACK")):
+            with gevent.Timeout(HELLO_TIMEOUT_S, OSError(f"{url}: link handshake timed out")):
+                data = fs.recv()
+                challenge = _unpack(data) if isinstance(data, bytes) else None
+                if not isinstance(challenge, dict) or challenge.get("type") != "CLUSTER_CHALLENGE" \
+                        or type(challenge.get("nonce")) is not bytes:
+                    raise OSError(f"{url}: expected CLUSTER_CHALLENGE, got {challenge!r}")
+                theirs, mine = challenge["nonce"], os.urandom(16)
+                proof = link_proof(self._key, "hello", theirs, mine, self.node_id, self.url, self.incarnation)
+                fs.send(_pack({"type": "CLUSTER_HELLO", **self._identity_fields(), "nonce": mine, "proof": proof}))
                 data = fs.recv()
             ack = _unpack(data) if isinstance(data, bytes) else None
-            if not isinstance(ack, dict) or ack.get("type") != "CLUSTER_HELLO_ACK":
+            ident = _identity(ack, "CLUSTER_HELLO_ACK")
+            if ident is None:
                 raise OSError(f"{url}: expected CLUSTER_HELLO_ACK, got {ack!r}")
+            if self._key is not None and not hmac.compare_digest(
+                    link_proof(self._key, "ack", mine, theirs, *ident), _as_bytes(ack.get("proof"))):
+                raise OSError(f"{url}: CLUSTER_HELLO_ACK does not prove the cluster secret")
         except BaseException:
             fs.close()
             raise
-        peer = self._register(str(ack["nodeId"]), str(ack["url"]), str(ack["incarnation"]), dial=False)
+        peer = self._register(*ident, dial=False)
+        peer.version = _version(ack)
         old, peer.out = peer.out, fs
         if old is not None:
             old.close()
@@ -265,18 +351,32 @@ class Membership:
             self._ensure_link(peer)
 
     def serve_incoming(self, fs: FrameSocket) -> None:
-        """Run a peer's link to us (called by the app for ``/cluster``)."""
+        """Run a peer's link to us (called by the app for ``/cluster``; the app closes ``fs`` after)."""
+        nonce = os.urandom(16)
+        fs.send(_pack({"type": "CLUSTER_CHALLENGE", "nonce": nonce}))
+        first = None
         with gevent.Timeout(HELLO_TIMEOUT_S, False):
             first = fs.recv()
         try:
             hello = _unpack(first) if isinstance(first, bytes) else None
         except Exception:
             hello = None
-        if not isinstance(hello, dict) or hello.get("type") != "CLUSTER_HELLO":
-            return  # a probe or a stray client: nothing to do
-        peer = self._register(str(hello["nodeId"]), str(hello["url"]), str(hello["incarnation"]))
-        fs.send(_pack({"type": "CLUSTER_HELLO_ACK", "nodeId": self.node_id, "url": self.url,
-                       "incarnation": self.incarnation}))
+        ident = _identity(hello, "CLUSTER_HELLO")
+        if ident is None or ident[0] == self.node_id:
+            return  # a probe, a stray client or ourselves: nothing to do
+        assert isinstance(hello, dict)
+        theirs = _as_bytes(hello.get("nonce"))
+        if self._key is not None and not hmac.compare_digest(
+                link_proof(self._key, "hello", nonce, theirs, *ident), _as_bytes(hello.get("proof"))):
+            self.refused += 1
+            log.warning("%s: refused a /cluster link claiming to be %r: it does not prove the cluster secret",
+                        self.node_id, ident[0])
+            return
+        peer = self._register(*ident)
+        peer.version = _version(hello)
+        fs.send(_pack({"type": "CLUSTER_HELLO_ACK", **self._identity_fields(),
+                       "proof": link_proof(self._key, "ack", theirs, nonce, self.node_id, self.url,
+                                           self.incarnation)}))
         self._incoming.append(fs)
         handlers, clock = self._handlers, self.clock
         try:
@@ -348,16 +448,36 @@ class Membership:
 
     # -- joining and heartbeats
 
-    def _join(self, seeds: Tuple[str, ...], joined: Event) -> None:
+    def _join(self, seeds: Tuple[str, ...], joined: Event, found: Callable[[], None]) -> None:
+        started = self.clock.monotonic()
         while not self.closed and not joined.is_set():
+            reached_all = True
             for seed in seeds:
+                if any(p.url == seed and p.out is not None and p.alive for p in self.peers.values()):
+                    continue  # linked already (a seed is a node's advertised url)
                 try:
                     self._dial(seed)
-                    break
                 except (OSError, gevent.Timeout) as exc:
+                    reached_all = False
                     log.info("%s: seed %s not reachable: %s", self.node_id, seed, exc)
-            if joined.wait(1.0 if self.peers else JOIN_RETRY_S):
+            if self.should_found(reached_all, self.clock.monotonic() - started):
+                log.info("%s: no reachable node has a map and ours is the lowest id: founding the cluster",
+                         self.node_id)
+                found()
                 return
+            if joined.wait(1.0 if self.peers and reached_all else JOIN_RETRY_S):
+                return
+
+    def should_found(self, reached_all_seeds: bool, waited: float) -> bool:
+        """Whether this seeded node founds the cluster now (see Joining in the module docstring)."""
+        if self.map_version() or self.max_version_seen:
+            return False
+        alive = [p for p in self.peers.values() if p.alive]
+        if any(p.version != 0 for p in alive):
+            return False        # someone has a map (we will be taken in), or we do not know yet
+        if any(p.node_id < self.node_id for p in alive):
+            return False        # a lower id founds
+        return reached_all_seeds or waited >= FOUND_AFTER_S
 
     def _heartbeat_loop(self) -> None:
         clock = self.clock
@@ -392,6 +512,9 @@ class Membership:
 
     def _on_heartbeat(self, peer_id: str, msg: Dict[str, Any]) -> None:
         version = int(msg.get("version") or 0)
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            peer.version = version
         self.max_version_seen = max(self.max_version_seen, version)
         if version > self.map_version():
             self.on_newer_map(peer_id, version)

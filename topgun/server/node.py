@@ -71,15 +71,19 @@ class Node:
         port: 0 picks a free port; see :attr:`port` after :meth:`start`.
         seeds: ws URLs of nodes of the cluster to join; empty starts a new cluster.
         jwt_secret: run in JWT mode (HS256 with this secret) instead of no-auth mode.
+        cluster_secret: what peers must prove on ``/cluster`` links (see ``membership.py``);
+            defaults to ``jwt_secret``, so a JWT-mode node refuses unauthenticated peers.
         strict: answer writes for partitions this node does not own with ERROR NOT_OWNER
             instead of forwarding them.
         clock: time source for heartbeats and deadlines.
         incarnation: tells this run of ``node_id`` from earlier ones; random by default.
+        upgrade_timeout: seconds a new socket has to send its complete HTTP upgrade request.
     """
 
     def __init__(self, node_id: str, *, host: str = "127.0.0.1", port: int = 0,
                  seeds: Sequence[str] = (), jwt_secret: Optional[str] = None, strict: bool = False,
-                 clock: Optional[Clock] = None, incarnation: Optional[str] = None) -> None:
+                 clock: Optional[Clock] = None, incarnation: Optional[str] = None,
+                 cluster_secret: Optional[str] = None, upgrade_timeout: float = _app.UPGRADE_TIMEOUT_S) -> None:
         if not node_id or ":" in node_id or "/" in node_id:
             raise ValueError(f"bad node id {node_id!r}")
         self.node_id = node_id
@@ -89,6 +93,7 @@ class Node:
         self.seeds = tuple(seeds)
         self.jwt_secret = jwt_secret
         self.strict = strict
+        self.upgrade_timeout = upgrade_timeout
         self.clock: Clock = clock if clock is not None else GeventClock()
         self.incarnation = incarnation or os.urandom(6).hex()
         self.hlc = HLC(node_id, now_ms=self.clock.now_ms)
@@ -101,8 +106,9 @@ class Node:
         self.stopped = False
         self.server: Any = None
         spawn, clock, tables, store = self.spawn, self.clock, self.tables, self.store
-        self.membership = peers = Membership(node_id, self.incarnation, clock, spawn,
-                                             map_version=lambda: self.tables.version)
+        self.membership = peers = Membership(
+            node_id, self.incarnation, clock, spawn, map_version=lambda: self.tables.version,
+            secret=cluster_secret if cluster_secret is not None else jwt_secret)
         self.subs = Subscriptions(node_id, tables, store, peers)
         self.writer = Writer(node_id, tables, store, peers, publish=self.subs.publish,
                              interested=self.subs.interested, spawn=spawn, clock=clock)
@@ -166,10 +172,11 @@ class Node:
         """
         self.server = _app.make_server(self.node_id, self.host, self.requested_port, self.group,
                                        serve_client=self.serve_client,
-                                       serve_peer=self.membership.serve_incoming, health=self._health)
+                                       serve_peer=self.membership.serve_incoming, health=self._health,
+                                       upgrade_timeout=self.upgrade_timeout)
         self.server.start()
         self.port = self.server.server_port
-        self.membership.start(self.url, self.seeds, self.ready)
+        self.membership.start(self.url, self.seeds, self.ready, found=self.rebalancer.found_cluster)
         if not self.seeds:
             self.rebalancer.found_cluster()
         self.rebalancer.start()
