@@ -1,9 +1,10 @@
 """An embedded TopGun dev cluster on gevent-websocket, for development and tests only.
 
 **Not a production server.** Data lives in memory only; there is no persistence, no TLS, no
-access control beyond an optional HS256 token check for clients (the node-to-node ``/cluster``
-endpoint accepts anyone), no rate limiting, and nodes listen on 127.0.0.1 by default. Use the
-real ``topgun-server`` for anything that matters.
+access control beyond an optional HS256 token check (for clients; with a JWT secret, peers on
+the node-to-node ``/cluster`` endpoint must prove the same secret, see ``membership.py``), no
+rate limiting, and nodes listen on 127.0.0.1 by default. Use the real ``topgun-server`` for
+anything that matters.
 
 What it does: N nodes (in this process, :class:`EmbeddedCluster`, or one process per node,
 :class:`~topgun.server.process.ProcessCluster` / ``python -m topgun.server``) serve the client
@@ -54,10 +55,17 @@ Where this server differs from the real 2.2.0 server (on purpose) -- the one lis
   the connection).
 * **Stored values are not normalised**: queries and sync return values exactly as written
   (the real server sorts map keys and stringifies non-string keys).
-* Frames above 16 MiB close the connection (the real server resets it). Slow consumers whose
-  outgoing queue passes 32 MiB stop getting events (acks still go out).
+* Frames above 16 MiB close the connection (the real server resets it); an unmasked client
+  frame (or any other framing violation) closes it with 1002; a socket whose HTTP upgrade
+  request is not complete within 10 s is closed. Slow consumers whose outgoing queue passes
+  32 MiB stop getting events (acks still go out), all client connections of a node together
+  may queue 128 MiB (past it the slowest is disconnected), and a connection may hold 1,000
+  live queries (ERROR 429 past it).
+* **Mutual seeds**: nodes that all list each other as seeds form one cluster (the lowest node
+  id among those reached founds it); the real server's cluster handshake is not modelled.
 * Not implemented: ORMap, topics, locks, PN counters, search, SQL, journal, entry processors,
-  ``cursor``/``groupBy`` in queries, TTL expiry (as on the real server), persistence.
+  ``cursor``/``groupBy`` in queries, TTL expiry (as on the real server), persistence, HTTP sync
+  (``POST /sync`` answers 404), and the other HTTP endpoints but ``GET /health``.
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Dict, Iterable, List
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import gevent
 from gevent import socket as gsocket
@@ -27,7 +27,7 @@ from gevent.pool import Pool
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.server import WebSocketServer
 
-from .frames import MAX_CLIENT_FRAME, MAX_PEER_FRAME, FrameSocket
+from .frames import MAX_CLIENT_FRAME, MAX_PEER_FRAME, FrameSocket, OutboundBudget
 
 __all__ = ["make_server"]
 
@@ -75,8 +75,12 @@ Serve = Callable[[FrameSocket], None]
 
 
 def make_server(name: str, host: str, port: int, group: Pool, *, serve_client: Serve, serve_peer: Serve,
-                health: Callable[[], Dict[str, Any]], upgrade_timeout: float = UPGRADE_TIMEOUT_S) -> WebSocketServer:
-    """A not-yet-started server on ``host:port`` whose greenlets all go into ``group``."""
+                health: Callable[[], Dict[str, Any]], upgrade_timeout: float = UPGRADE_TIMEOUT_S,
+                client_budget: Optional[OutboundBudget] = None) -> WebSocketServer:
+    """A not-yet-started server on ``host:port`` whose greenlets all go into ``group``.
+
+    ``client_budget``: the budget every client socket's queued bytes count against.
+    """
     def app(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         ws = environ.get("wsgi.websocket")
         path = environ.get("PATH_INFO", "")
@@ -95,7 +99,8 @@ def make_server(name: str, host: str, port: int, group: Pool, *, serve_client: S
             pass
         peer = path == "/cluster"
         fs = FrameSocket(handler.rfile.read1, sock, spawn=group.spawn,
-                         max_size=MAX_PEER_FRAME if peer else MAX_CLIENT_FRAME, name=f"{name}{path}")
+                         max_size=MAX_PEER_FRAME if peer else MAX_CLIENT_FRAME, name=f"{name}{path}",
+                         budget=None if peer else client_budget)
         # We own the socket from here on: stop gevent-websocket from writing its own close frame.
         ws.closed = True
         try:

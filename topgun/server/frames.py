@@ -9,6 +9,12 @@ burst of frames), refuses a frame over ``max_size`` on its header, answers PINGs
 closes with 1002 on a framing violation (an unmasked client frame included, RFC 6455 5.1), and
 queues writes for one writer greenlet.
 
+:class:`OutboundBudget` bounds the bytes queued for sending over a set of sockets (a node's
+client sockets): when a queued frame takes the total past the limit, the socket with the most
+bytes queued, the slowest reader, is closed (its queue freed) until the total is back under.
+A socket's queue counts every frame accepted by ``send`` and not yet handed to the kernel,
+including the chunk a blocked ``sendall`` is still writing.
+
 :func:`dial` opens the client side of a node-to-node link (``/cluster`` on a peer's port).
 It is deliberately minimal (no TLS, no extensions) and masks with a zero key, which every
 WebSocket server accepts. It lives here rather than in ``topgun.transport`` because ``server``
@@ -30,7 +36,7 @@ from gevent.event import Event
 from topgun.errors import RemoteProtocolError
 from topgun.protocol.wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, header
 
-__all__ = ["FrameSocket", "FrameTooLarge", "dial", "MAX_CLIENT_FRAME", "MAX_PEER_FRAME"]
+__all__ = ["FrameSocket", "FrameTooLarge", "OutboundBudget", "dial", "MAX_CLIENT_FRAME", "MAX_PEER_FRAME"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,31 @@ class FrameTooLarge(Exception):
     """A frame or message is larger than the socket's limit."""
 
 
+class OutboundBudget:
+    """Queued outbound bytes over a set of sockets, held under ``limit`` by closing the slowest."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1 byte, got {limit}")
+        self.limit = limit
+        self.total = 0
+        self.peak = 0                       # highest total after shedding, for tests and stats
+        self.shed = 0                       # sockets closed to stay under the limit
+        self.sockets: "set[FrameSocket]" = set()
+
+    def enforce(self) -> None:
+        """Close the sockets with the most queued bytes until the total is within the limit."""
+        while self.total > self.limit and self.sockets:
+            slowest = max(self.sockets, key=lambda fs: fs.pending_bytes)
+            log.info("closing %s: %d bytes queued, node-wide outbound budget of %d bytes exceeded",
+                     slowest.name, slowest.pending_bytes, self.limit)
+            self.shed += 1
+            slowest.close()
+
+    def __repr__(self) -> str:
+        return f"<OutboundBudget {self.total}/{self.limit} sockets={len(self.sockets)} shed={self.shed}>"
+
+
 class FrameSocket:
     """One WebSocket connection after the handshake: ``recv()`` in one greenlet, ``send()`` from any.
 
@@ -57,10 +88,12 @@ class FrameSocket:
             the file the handshake was read from, so bytes buffered past it are not lost).
         sock: the socket, for writing and closing.
         client: this is our side of a link we dialled (send masked, expect unmasked).
+        budget: count this socket's queued bytes against a shared budget (client sockets).
     """
 
     def __init__(self, read1: Callable[[int], bytes], sock: Any, *, spawn: Callable[..., Any],
-                 client: bool = False, max_size: int = MAX_CLIENT_FRAME, name: str = "") -> None:
+                 client: bool = False, max_size: int = MAX_CLIENT_FRAME, name: str = "",
+                 budget: Optional[OutboundBudget] = None) -> None:
         self._read1 = read1
         self.sock = sock
         self._key: Optional[bytes] = _ZERO_KEY if client else None
@@ -70,7 +103,11 @@ class FrameSocket:
         self.closed = False
         self.text_frames = 0
         self._out: List[bytes] = []
-        self._out_bytes = 0
+        self._out_bytes = 0     # queued, not yet taken by the writer
+        self._inflight = 0      # taken by the writer, not yet accepted by the kernel
+        self._budget = budget
+        if budget is not None:
+            budget.sockets.add(self)
         self._wake = Event()
         self._writer = spawn(self._write_loop)
 
@@ -137,11 +174,28 @@ class FrameSocket:
         self._out.append(data)
         self._out_bytes += len(data)
         self._wake.set()
+        budget = self._budget
+        if budget is not None:
+            budget.total += len(data)
+            if budget.total > budget.limit:
+                budget.enforce()
+            if budget.total > budget.peak:
+                budget.peak = budget.total
+            return not self.closed
         return True
 
     @property
     def pending_bytes(self) -> int:
-        return self._out_bytes
+        """Bytes accepted by :meth:`send` that the kernel has not taken yet."""
+        return self._out_bytes + self._inflight
+
+    def _release(self) -> None:
+        # Idempotent: the counters are zeroed as they are given back.
+        budget = self._budget
+        if budget is not None:
+            budget.total -= self._out_bytes + self._inflight
+            budget.sockets.discard(self)
+        self._out_bytes = self._inflight = 0
 
     def _send_raw(self, frame: bytes) -> None:
         if not self.closed:
@@ -154,14 +208,20 @@ class FrameSocket:
             wake.wait()
             wake.clear()
             if self._out:
-                out, self._out, self._out_bytes = self._out, [], 0
+                out, self._out = self._out, []
+                self._inflight += self._out_bytes
+                self._out_bytes = 0
                 try:
                     data = b"".join(out)
+                    del out
                     # One send() usually takes it all; gevent's sendall() would first read
                     # SO_SNDBUF with a getsockopt syscall, on every frame.
                     sent = sock.send(data)
                     if sent < len(data):
                         sock.sendall(memoryview(data)[sent:])
+                    if self._budget is not None:
+                        self._budget.total -= self._inflight
+                    self._inflight = 0
                 except (OSError, AttributeError, ValueError):
                     self.closed = True
                     self._abort()
@@ -183,6 +243,7 @@ class FrameSocket:
         self._wake.set()
 
     def _abort(self) -> None:
+        self._release()
         try:
             self.sock.shutdown(gsocket.SHUT_RDWR)
         except (OSError, AttributeError):
@@ -194,7 +255,7 @@ class FrameSocket:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
-        return f"<FrameSocket {self.name} {state} pending={self._out_bytes}>"
+        return f"<FrameSocket {self.name} {state} pending={self.pending_bytes}>"
 
 
 def split_ws_url(url: str) -> Tuple[str, int]:

@@ -37,8 +37,8 @@ from topgun.protocol.hlc import HLC
 
 from . import app as _app
 from .auth import verify_hs256
-from .connection import ClientConnection
-from .frames import FrameSocket, FrameTooLarge
+from .connection import MAX_QUERIES_PER_CONNECTION, NODE_OUTBOUND_BYTES, SLOW_CONSUMER_BYTES, ClientConnection
+from .frames import FrameSocket, FrameTooLarge, OutboundBudget
 from .membership import Membership
 from .placement import PartitionTable
 from .rebalance import Rebalancer
@@ -78,12 +78,18 @@ class Node:
         clock: time source for heartbeats and deadlines.
         incarnation: tells this run of ``node_id`` from earlier ones; random by default.
         upgrade_timeout: seconds a new socket has to send its complete HTTP upgrade request.
+        outbound_budget: bytes queued for all client sockets together; past it the slowest
+            connection is disconnected.
+        slow_consumer_bytes: bytes queued for one connection past which it gets no events.
+        max_queries_per_connection: live queries one connection may hold (ERROR 429 past it).
     """
 
     def __init__(self, node_id: str, *, host: str = "127.0.0.1", port: int = 0,
                  seeds: Sequence[str] = (), jwt_secret: Optional[str] = None, strict: bool = False,
                  clock: Optional[Clock] = None, incarnation: Optional[str] = None,
-                 cluster_secret: Optional[str] = None, upgrade_timeout: float = _app.UPGRADE_TIMEOUT_S) -> None:
+                 cluster_secret: Optional[str] = None, upgrade_timeout: float = _app.UPGRADE_TIMEOUT_S,
+                 outbound_budget: int = NODE_OUTBOUND_BYTES, slow_consumer_bytes: int = SLOW_CONSUMER_BYTES,
+                 max_queries_per_connection: int = MAX_QUERIES_PER_CONNECTION) -> None:
         if not node_id or ":" in node_id or "/" in node_id:
             raise ValueError(f"bad node id {node_id!r}")
         self.node_id = node_id
@@ -94,6 +100,8 @@ class Node:
         self.jwt_secret = jwt_secret
         self.strict = strict
         self.upgrade_timeout = upgrade_timeout
+        self.outbound = OutboundBudget(outbound_budget)
+        self.slow_consumer_bytes = slow_consumer_bytes
         self.clock: Clock = clock if clock is not None else GeventClock()
         self.incarnation = incarnation or os.urandom(6).hex()
         self.hlc = HLC(node_id, now_ms=self.clock.now_ms)
@@ -109,7 +117,7 @@ class Node:
         self.membership = peers = Membership(
             node_id, self.incarnation, clock, spawn, map_version=lambda: self.tables.version,
             secret=cluster_secret if cluster_secret is not None else jwt_secret)
-        self.subs = Subscriptions(node_id, tables, store, peers)
+        self.subs = Subscriptions(node_id, tables, store, peers, max_queries=max_queries_per_connection)
         self.writer = Writer(node_id, tables, store, peers, publish=self.subs.publish,
                              interested=self.subs.interested, spawn=spawn, clock=clock)
         self.sync = MerkleSync(node_id, tables, store, peers, now=self.hlc.now, gather=self.subs.gather)
@@ -173,7 +181,7 @@ class Node:
         self.server = _app.make_server(self.node_id, self.host, self.requested_port, self.group,
                                        serve_client=self.serve_client,
                                        serve_peer=self.membership.serve_incoming, health=self._health,
-                                       upgrade_timeout=self.upgrade_timeout)
+                                       upgrade_timeout=self.upgrade_timeout, client_budget=self.outbound)
         self.server.start()
         self.port = self.server.server_port
         self.membership.start(self.url, self.seeds, self.ready, found=self.rebalancer.found_cluster)
@@ -232,7 +240,8 @@ class Node:
 
     def serve_client(self, fs: FrameSocket) -> None:
         """Run one client socket until it closes (called by the WebSocket app)."""
-        conn = ClientConnection(next(self._cids), fs, authed=self.jwt_secret is None)
+        conn = ClientConnection(next(self._cids), fs, authed=self.jwt_secret is None,
+                                slow_bytes=self.slow_consumer_bytes)
         self.conns[conn.cid] = conn
         try:
             if self.jwt_secret is not None:
@@ -279,10 +288,8 @@ class Node:
                     raise Unsupported(f"{kind} is not implemented by the dev server")
                 raise BadFrame(f"unknown or server-only message type {kind!r}")
             handler(conn, d)
-        except Unsupported as exc:
-            conn.error(501, str(exc), {"lastId": exc.last_id} if exc.last_id else None)
-        except BadFrame as exc:
-            conn.error(400, str(exc), {"lastId": exc.last_id} if exc.last_id else None)
+        except BadFrame as exc:     # and Unsupported (501), LimitExceeded (429)
+            conn.error(exc.code, str(exc), {"lastId": exc.last_id} if exc.last_id else None)
         except Exception as exc:  # a bug must not take the connection down
             log.exception("node %s: error handling %s", self.node_id, kind)
             conn.error(500, f"internal error: {type(exc).__name__}")

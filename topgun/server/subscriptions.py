@@ -15,6 +15,10 @@ What it is given: the node's id, its :class:`~topgun.server.table.LiveTable` (wh
 for gathering), its store (local matches) and its peers. ``interested`` is one set, updated in
 place, that the writer reads to skip computing events for maps nobody watches.
 
+A connection holds at most ``max_queries`` live queries (ERROR 429 past it), and a connection
+too far behind (``ClientConnection.behind``) costs no query matching: its events are dropped
+before any is computed.
+
 Not here: evaluating a query (``queries.py``), applying writes (``writes.py``).
 """
 from __future__ import annotations
@@ -28,7 +32,7 @@ from .membership import Membership
 from .queries import Query, QueryError
 from .store import MASK, Store, Write, item_hash
 from .table import LiveTable
-from .writes import BadFrame
+from .writes import BadFrame, LimitExceeded
 
 if TYPE_CHECKING:
     from .connection import ClientConnection
@@ -50,8 +54,10 @@ def _record_wire(w: Write) -> Dict[str, Any]:
 class Subscriptions:
     """Every live query on one node, and the maps other nodes want events for."""
 
-    def __init__(self, node_id: str, tables: LiveTable, store: Store, peers: Membership) -> None:
+    def __init__(self, node_id: str, tables: LiveTable, store: Store, peers: Membership, *,
+                 max_queries: int = 1000) -> None:
         self.node_id = node_id
+        self.max_queries = max_queries
         self.tables = tables
         self.store = store
         self.peers = peers
@@ -73,6 +79,9 @@ class Subscriptions:
             raise BadFrame("QUERY_SUB needs string queryId and mapName")
         if fields is not None and (type(fields) is not list or not all(type(f) is str for f in fields)):
             raise BadFrame("QUERY_SUB fields must be a list of strings")
+        if qid not in conn.queries and len(conn.queries) >= self.max_queries:
+            raise LimitExceeded(f"too many live queries on this connection: the limit is {self.max_queries}"
+                                f" (QUERY_UNSUB one first); {qid!r} was not subscribed")
         try:
             query = Query(p.get("query"), fields)
         except QueryError as exc:
@@ -204,6 +213,9 @@ class Subscriptions:
             frames.append(encode({"type": "SERVER_EVENT", "payload": payload}))
         for conn, queries in list(conns.items()):
             if conn.cid == skip_cid or conn.closed:
+                continue
+            if conn.behind:                 # dropped anyway: skip matching its queries
+                conn.dropped_events += len(events)
                 continue
             for frame, (key, kind, record, old_live, old) in zip(frames, events):
                 conn.send_event(frame)

@@ -32,7 +32,7 @@ from .membership import Membership
 from .store import NO_CHANGE, Store, Write, pid_of
 from .table import LiveTable
 
-__all__ = ["Writer", "BadFrame", "Unsupported", "LEVELS", "LEVEL_NAMES", "APPLIED", "REPLICATED",
+__all__ = ["Writer", "BadFrame", "Unsupported", "LimitExceeded", "LEVELS", "LEVEL_NAMES", "APPLIED", "REPLICATED",
            "parse_ops", "WRITE_DEADLINE_S"]
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,9 @@ Publish = Callable[[List[Tuple[Write, Any]], Origin], None]
 
 
 class BadFrame(Exception):
-    """A frame we answer with ERROR 400."""
+    """A frame we answer with ERROR ``code`` (400)."""
+
+    code = 400
 
     def __init__(self, message: str, last_id: Optional[str] = None) -> None:
         super().__init__(message)
@@ -59,6 +61,14 @@ class BadFrame(Exception):
 
 class Unsupported(BadFrame):
     """A known message (or op kind) the dev server does not implement: ERROR 501."""
+
+    code = 501
+
+
+class LimitExceeded(BadFrame):
+    """A request past a per-connection bound (live queries): ERROR 429."""
+
+    code = 429
 
 
 def _ts(rec: Any) -> Tuple[int, int, str]:

@@ -219,3 +219,112 @@ def test_a_slow_but_complete_upgrade_within_the_deadline_is_served():
     finally:
         node.stop()
 
+
+
+# -- 3. slow consumers
+
+MiB = 1024 * 1024
+
+
+def _masked(payload: bytes) -> bytes:
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x82, 0x80 | n))
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x82, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x82, 0x80 | 127, n)
+    return head + b"\0\0\0\0" + payload
+
+
+def _never_reading(url: str, frames: List[bytes]) -> gsocket.socket:
+    """An upgraded socket with a small receive buffer that sends ``frames`` and never reads again."""
+    sock = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_STREAM)
+    sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_RCVBUF, 4096)
+    sock.settimeout(3.0)
+    sock.connect(split_ws_url(url))
+    sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)                 # byte by byte: leave every frame after it unread
+    assert b" 101 " in head
+    sock.sendall(b"".join(_masked(f) for f in frames))
+    return sock
+
+
+def _sub(qid: str, map_name: str = "feed") -> bytes:
+    return msgpack.packb({"type": "QUERY_SUB", "payload": {"queryId": qid, "mapName": map_name, "query": {}}})
+
+
+def test_slow_subscribers_are_held_under_the_node_wide_budget_and_the_slowest_closed():
+    budget, per_conn = 4 * MiB, 1 * MiB
+    node = Node("n1", outbound_budget=budget, slow_consumer_bytes=per_conn).start()
+    slow = []
+    try:
+        slow = [_never_reading(node.url, [_sub(f"q{i}")]) for i in range(10)]
+        assert _wait_for(lambda: len(node.subs.by_map.get("feed", {})) == 10)
+        queued = lambda: sum(c.fs.pending_bytes for c in list(node.conns.values()))  # noqa: E731
+        peak, value = 0, "x" * (100 * 1024)
+        with RawClient(node.url) as writer:
+            for n in range(300):             # 30 MB of events for each subscriber
+                writer.request({"type": "CLIENT_OP", "payload": lww_op("feed", f"k{n % 20}", {"v": value, "n": n},
+                                                                       1_000_000 + n, op_id=str(n))},
+                               "OP_ACK", timeout=10.0)
+                peak = max(peak, queued())
+            assert writer.request({"type": "PING", "timestamp": 1}, "PONG")  # the writer was never shed
+        assert peak <= budget, f"{peak} bytes queued > budget {budget}"
+        assert node.outbound.peak <= budget
+        # The slow ones were disconnected (the budget) or stopped getting events (their own cap).
+        assert _wait_for(lambda: len(node.subs.by_map.get("feed", {})) < 10)
+        assert node.outbound.shed >= 1
+        assert queued() <= budget
+    finally:
+        for s in slow:
+            s.close()
+        node.stop()
+
+
+def test_many_query_subs_that_are_never_read_do_not_block_other_clients_writes():
+    node = Node("n1").start()
+    hog = None
+    try:
+        hog = _never_reading(node.url, [_sub(f"q{i}") for i in range(20_000)])
+        assert _wait_for(lambda: len(node.subs.by_map.get("feed", {})) == 1, 10.0)
+        assert _wait_for(lambda: len(next(iter(node.subs.by_map["feed"].values()))) == 1000, 10.0)
+        with RawClient(node.url) as writer:
+            started = time.monotonic()
+            writer.send_bytes(b"".join(msgpack.packb({"type": "CLIENT_OP", "payload": lww_op(
+                "feed", f"k{n}", n, 1_000_000 + n, op_id=str(n))}) for n in range(1)))
+            for n in range(1, 500):
+                writer.send({"type": "CLIENT_OP", "payload": lww_op("feed", f"k{n}", n, 1_000_000 + n, op_id=str(n))})
+            acked = set()
+            while len(acked) < 500:
+                acked.add(writer.expect("OP_ACK", timeout=10.0)["payload"]["lastId"])
+            elapsed = time.monotonic() - started
+        assert acked == {str(n) for n in range(500)}
+        assert elapsed < 10.0, f"500 writes took {elapsed:.1f}s next to a connection with 20,000 QUERY_SUBs"
+    finally:
+        if hog is not None:
+            hog.close()
+        node.stop()
+
+
+def test_a_query_sub_past_the_per_connection_bound_gets_a_clear_error():
+    node = Node("n1", max_queries_per_connection=3).start()
+    try:
+        with RawClient(node.url) as client:
+            for i in range(3):
+                client.request({"type": "QUERY_SUB", "payload": {"queryId": f"q{i}", "mapName": "m", "query": {}}},
+                               "QUERY_RESP")
+            error = client.request({"type": "QUERY_SUB", "payload": {"queryId": "q3", "mapName": "m", "query": {}}},
+                                   "ERROR")["payload"]
+            assert error["code"] == 429 and "limit is 3" in error["message"]
+            # Replacing an existing query is not a new one; after an UNSUB there is room again.
+            client.request({"type": "QUERY_SUB", "payload": {"queryId": "q0", "mapName": "m", "query": {}}},
+                           "QUERY_RESP")
+            client.send({"type": "QUERY_UNSUB", "payload": {"queryId": "q1"}})
+            client.request({"type": "QUERY_SUB", "payload": {"queryId": "q3", "mapName": "m", "query": {}}},
+                           "QUERY_RESP")
+    finally:
+        node.stop()
