@@ -13,13 +13,19 @@ import logging
 import sys
 from typing import List, Optional
 
+from topgun import __version__
+
 __all__ = ["main", "SUBCOMMANDS"]
 
 # module names under topgun.cli; each has register(subparsers)
 SUBCOMMANDS: List[str] = ["bench", "kv", "watch", "cluster", "server"]
 
 
-def _available() -> List[str]:
+# the extra that installs a missing module a subcommand imports
+_EXTRA_FOR = {"ujson": "cli", "geventwebsocket": "server", "locust": "locust"}
+
+
+def _available(missing: Optional[List[str]] = None) -> List[str]:
     found = []
     for name in SUBCOMMANDS:
         try:
@@ -27,14 +33,21 @@ def _available() -> List[str]:
             found.append(name)
         except ImportError as exc:  # an optional extra may be missing; say so, keep the rest
             logging.getLogger(__name__).debug("subcommand %s unavailable: %s", name, exc)
+            extra = _EXTRA_FOR.get((exc.name or "").split(".")[0])
+            if missing is not None:
+                missing.append(f"{name} (pip install 'topgun[{extra}]')" if extra else f"{name} ({exc})")
     return found
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="topgun", description="TopGun data grid command line")
+    missing: List[str] = []
+    found = _available(missing)
+    parser = argparse.ArgumentParser(prog="topgun", description="TopGun data grid command line",
+                                     epilog="not installed: " + ", ".join(missing) if missing else None)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _available():
+    for name in found:
         importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
