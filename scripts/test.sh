@@ -10,7 +10,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/venv.sh
 ensure_venv test.sh
 echo "test.sh: $(.venv/bin/python --version) in .venv"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,server,cli,web,locust]'
+# setuptools: tests/packaging builds an sdist (venvs of Python 3.12+ come without it)
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,server,cli,web,locust]' setuptools
 echo "test.sh: topgun-server at $(.venv/bin/python -m topgun.testing.realserver install)"
 
 status=0

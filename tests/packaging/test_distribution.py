@@ -7,6 +7,7 @@ sdist into fresh virtualenvs is ``.ci/package_check.sh``'s job. ``topgun --versi
 from __future__ import annotations
 
 import email.parser
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -26,6 +27,8 @@ Sdist = Tuple[set[str], email.message.Message, Path]
 @pytest.fixture(scope="module")
 def sdist(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sdist]:
     """(paths in the sdist relative to its top directory, its PKG-INFO, the egg-info directory)."""
+    if importlib.util.find_spec("setuptools") is None:
+        pytest.fail("building the sdist needs setuptools (scripts/test.sh installs it): pip install setuptools")
     out = tmp_path_factory.mktemp("sdist")
     proc = subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(out),
                            "sdist", "--dist-dir", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
