@@ -76,6 +76,11 @@ assert (pathlib.Path(topgun.__file__).parent / "py.typed").is_file(), "py.typed 
 EOF
 [[ "$("$wheel_env/bin/topgun" --version)" == "topgun $VERSION" ]] || fail "topgun --version"
 [[ "$("$wheel_env/bin/python" -m topgun --version)" == "topgun $VERSION" ]] || fail "python -m topgun --version"
+# without the extras the command line says which one to install
+help=$("$wheel_env/bin/topgun" --help)
+[[ $help == *"pip install 'topgun[cli]'"* ]] || fail "topgun --help does not name the [cli] extra: $help"
+server_out=$("$wheel_env/bin/topgun" server 2>&1 || true)
+[[ $server_out == *"pip install 'topgun[server]'"* ]] || fail "topgun server does not name [server]: $server_out"
 pip_install "$wheel_env" "$wheel[test]"
 run_project "the wheel" "$wheel_env"
 

@@ -12,6 +12,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Dict
 
+import topgun
+
 # a client-only install has none of these: they come with the server, cli, web and locust extras
 EXTRAS_ONLY = ("geventwebsocket", "ujson", "flask", "django", "gunicorn", "requests", "locust", "pytest")
 
@@ -74,3 +76,29 @@ def test_a_topgun_fixture_is_what_brings_gevent_in(tmp_path: Path) -> None:
             assert callable(topgun_cluster_factory)
     """)
     assert result == {"plugin": True, "gevent": True}
+
+
+# -- the command line without its extras ---------------------------------------------------------
+
+def _cli_without(blocked: tuple[str, ...], *argv: str) -> subprocess.CompletedProcess[str]:
+    # None in sys.modules makes `import ujson` fail as if it were not installed
+    code = (f"import sys\nfor name in {blocked!r}: sys.modules[name] = None\n"
+            f"from topgun.cli import main\nsys.exit(main({list(argv)!r}))\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+def test_a_command_whose_extra_is_missing_names_the_extra() -> None:
+    proc = _cli_without(("ujson",), "get", "users", "42")
+    assert proc.returncode == 2
+    assert "get, " not in proc.stderr and "kv, watch, cluster: pip install 'topgun[cli]'" in proc.stderr
+
+
+def test_topgun_server_without_the_server_extra_names_it() -> None:
+    proc = _cli_without(("geventwebsocket",), "server")
+    assert proc.returncode == 2
+    assert "pip install 'topgun[server]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_version_needs_no_extra() -> None:
+    proc = _cli_without(("ujson", "geventwebsocket"), "--version")
+    assert (proc.returncode, proc.stdout.strip()) == (0, f"topgun {topgun.__version__}")
