@@ -5,5 +5,5 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 source scripts/venv.sh
 ensure_venv demo.sh
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[server]'   # the demo runs the dev cluster
 exec .venv/bin/python -m topgun.demo "$@"

@@ -75,12 +75,11 @@ class MapHandle:
     def _put(self, key: str, value: Any, ttl: Optional[float], timeout: Optional[float]) -> Any:
         _check_key(key)
         _check_value(value)
-        ttl_ms = None
         if ttl is not None:
-            if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not ttl > 0:
-                raise ConfigurationError(f"ttl must be positive seconds, got {ttl!r}")
-            ttl_ms = int(ttl * 1000)
-        return self._engine.submit_put(self.name, key, value, self._client._hlc.now(), ttl_ms=ttl_ms, timeout=timeout)
+            # Refused rather than sent: both servers store ttlMs and never expire the entry (WIRE.md 4.2).
+            raise ConfigurationError(f"ttl={ttl!r} is not supported: neither the TopGun 2.2.0 server nor the "
+                                     "dev cluster expires entries, so the value would live on; remove it yourself")
+        return self._engine.submit_put(self.name, key, value, self._client._hlc.now(), timeout=timeout)
 
     def _remove(self, key: str, timeout: Optional[float]) -> Any:
         _check_key(key)

@@ -11,7 +11,9 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional
+
+from topgun import __version__
 
 __all__ = ["main", "SUBCOMMANDS"]
 
@@ -19,7 +21,12 @@ __all__ = ["main", "SUBCOMMANDS"]
 SUBCOMMANDS: List[str] = ["bench", "kv", "watch", "cluster", "server"]
 
 
-def _available() -> List[str]:
+# the extra that installs a missing module a subcommand imports
+_EXTRA_FOR = {"ujson": "cli", "geventwebsocket": "server", "locust": "locust"}
+
+
+def _available(missing: Optional[Dict[str, List[str]]] = None) -> List[str]:
+    """The importable subcommand modules; ``missing`` collects the others under their fix."""
     found = []
     for name in SUBCOMMANDS:
         try:
@@ -27,14 +34,22 @@ def _available() -> List[str]:
             found.append(name)
         except ImportError as exc:  # an optional extra may be missing; say so, keep the rest
             logging.getLogger(__name__).debug("subcommand %s unavailable: %s", name, exc)
+            extra = _EXTRA_FOR.get((exc.name or "").split(".")[0])
+            if missing is not None:
+                missing.setdefault(f"pip install 'topgun[{extra}]'" if extra else str(exc), []).append(name)
     return found
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="topgun", description="TopGun data grid command line")
+    missing: Dict[str, List[str]] = {}
+    found = _available(missing)
+    epilog = "; ".join(f"{', '.join(names)}: {fix}" for fix, names in missing.items())
+    parser = argparse.ArgumentParser(prog="topgun", description="TopGun data grid command line",
+                                     epilog=f"not installed: {epilog}" if epilog else None)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _available():
+    for name in found:
         importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
@@ -42,7 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``topgun`` console script; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        if exc.code and parser.epilog:  # an unknown command may be one whose extra is missing
+            print(parser.epilog, file=sys.stderr)
+        raise
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

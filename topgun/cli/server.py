@@ -7,6 +7,7 @@ serves; Ctrl-C or SIGTERM stops every node. ``topgun server --nodes 3 --port 808
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any, List
 
 __all__ = ["register", "run", "server_argv"]
@@ -28,7 +29,12 @@ def server_argv(args: argparse.Namespace) -> List[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..server.__main__ import main
+    try:
+        from ..server.__main__ import main
+    except ImportError as exc:  # the dev cluster is an extra: say which, instead of a traceback
+        print(f"error: topgun server needs the dev cluster's dependencies ({exc}): "
+              "pip install 'topgun[server]'", file=sys.stderr)
+        return 2
     return int(main(server_argv(args)) or 0)
 
 

@@ -9,7 +9,8 @@ One node in this process, joining the cluster of the given seed(s)::
     python -m topgun.server --node-id n2 --port 0 --seeds ws://127.0.0.1:PORT/ws
 
 Once listening (and part of the cluster's map) each node prints one flushed line
-``READY <node-id> <ws-url>``. SIGINT or SIGTERM stops every node and exits 0.
+``READY <node-id> <ws-url>``. SIGINT or SIGTERM stops every node and exits 0; so does EOF on
+``--parent-fd`` (how :class:`~topgun.server.process.ProcessCluster` makes nodes die with it).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import List, Optional, Sequence
 
 import gevent
@@ -42,8 +44,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true",
                    help="answer writes for partitions a node does not own with NOT_OWNER")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for joining")
+    p.add_argument("--parent-fd", type=int, help="exit when this descriptor reads EOF (the read end of a "
+                   "pipe whose write end the parent holds: the node dies with its parent)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
     return p
+
+
+_PARENT_GONE_GRACE_S = 10.0
+
+
+def _exit_with_parent(fd: int) -> None:
+    """Watch ``fd`` on a daemon thread: at EOF send ourselves SIGTERM, and exit hard if that hangs.
+
+    A thread, not a greenlet, so a busy hub cannot delay it; it only reads and signals.
+    """
+    def watch() -> None:
+        try:
+            while os.read(fd, 4096):
+                pass
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)    # the normal, clean way out (see main)
+        threading.Event().wait(_PARENT_GONE_GRACE_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -64,6 +89,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stop = Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(sig, stop.set)
+    if args.parent_fd is not None:
+        _exit_with_parent(args.parent_fd)
     nodes: List[Node] = []
     try:
         for i, node_id in enumerate(ids):

@@ -7,6 +7,13 @@ Each node runs ``[sys.executable, "-m", "topgun.server", "--node-id", ID, "--por
 ``kill()`` is SIGKILL by pid; ``restart()`` comes back on the same port (empty, it rejoins and
 gets its partitions back); ``stop()`` is SIGTERM, then SIGKILL after ``timeout``.
 
+Nodes die with their parent: each gets the read end of a pipe (``--parent-fd``) whose write end
+only this process holds, and exits once it reads EOF, which is what the kernel delivers when
+this process dies for any reason, SIGKILL included. (A ``preexec_fn`` with
+``PR_SET_PDEATHSIG`` would be Linux-only and fire when the *thread* that spawned the node
+exits.) Not covered: a node that is SIGSTOPped when its parent dies stays stopped, and a
+child forked (without exec) from this process after the node started keeps the pipe open.
+
 Waiting never blocks the gevent hub: processes are polled with ``clock.sleep``.
 """
 from __future__ import annotations
@@ -47,6 +54,7 @@ class NodeProcess:
         self.port = 0
         self.url = ""
         self.proc: Optional[subprocess.Popen[bytes]] = None
+        self._lifeline: Optional[int] = None   # write end of the node's --parent-fd pipe
 
     @property
     def running(self) -> bool:
@@ -79,18 +87,30 @@ class NodeProcess:
                 self.clock.sleep(0.1)
 
     def _spawn(self, seeds: Sequence[str]) -> subprocess.Popen[bytes]:
+        self._drop_lifeline()
+        # os.pipe() descriptors are not inheritable: only this node gets the read end, and no
+        # other child of ours holds the write end open after we die.
+        read_end, self._lifeline = os.pipe()
         cmd = [sys.executable, "-m", "topgun.server", "--node-id", self.node_id, "--port", str(self.port),
-               "-v", *self.extra_args]
+               "--parent-fd", str(read_end), "-v", *self.extra_args]
         if seeds:
             cmd += ["--seeds", ",".join(seeds)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else root
-        with open(self.log_path, "ab") as log:
-            log.write(f"--- topgun: {' '.join(cmd)}\n".encode())
-            log.flush()
-            return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=env, start_new_session=True)
+        try:
+            with open(self.log_path, "ab") as log:
+                log.write(f"--- topgun: {' '.join(cmd)}\n".encode())
+                log.flush()
+                return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                        env=env, start_new_session=True, pass_fds=(read_end,))
+        finally:
+            os.close(read_end)
+
+    def _drop_lifeline(self) -> None:
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
 
     def _wait_ready(self, offset: int, deadline: float) -> str:
         pattern = re.compile(rf"^READY {re.escape(self.node_id)} (\S+)\s*$", re.MULTILINE)
@@ -130,6 +150,7 @@ class NodeProcess:
             if self.clock.monotonic() >= deadline:
                 return False
             self.clock.sleep(0.01)
+        self._drop_lifeline()
         return True
 
     def _log_since(self, offset: int) -> str:

@@ -5,18 +5,22 @@ Markers: ``integration`` (embedded cluster in the test process), ``system`` (ser
 
 Fixtures are grouped in blocks, one per kind of server; each block keeps to itself.
 Servers register their logs with :func:`attach_logs`, and a failing test's report then shows
-them as extra sections. Importing this module never needs the server binary.
+them as extra sections. Importing this module never needs the server binary, and imports
+neither gevent nor the rest of topgun: pytest loads the plugin into every run of any project
+that has topgun installed, before that project's conftest may monkey-patch, so everything
+heavier is imported inside the fixture that needs it.
 """
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
-from topgun.testing.realserver import RealServer, ensure_server_binary
+if TYPE_CHECKING:
+    from topgun.testing.realserver import RealServer
 
 __all__ = ["attach_logs"]
 
@@ -63,12 +67,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 # -- the real topgun-server ----------------------------------------------------------------------
 
-StartRealServer = Callable[..., RealServer]
+StartRealServer = Callable[..., "RealServer"]
 
 
 @pytest.fixture(scope="session")
 def topgun_server_binary() -> Path:
     """The pinned ``topgun-server`` binary (``TOPGUN_SERVER_BIN``, or installed with npm)."""
+    from topgun.testing.realserver import ensure_server_binary
     return ensure_server_binary()
 
 
@@ -81,6 +86,7 @@ def topgun_real_server_factory(request: pytest.FixtureRequest, topgun_server_bin
     Other keywords go to :class:`RealServer` (``node_id``, ``port``, ``extra_env``,
     ``unbounded_write_behind``, ...). Each node runs in ``tmp_path/<node_id>``.
     """
+    from topgun.testing.realserver import RealServer
     started: list[RealServer] = []
 
     def start(auth: bool = False, jwt_secret: str | None = None, **kw: Any) -> RealServer:

@@ -9,6 +9,11 @@ The contract:
 * :class:`RealServer` runs one standalone node in its own directory, with its log in a file.
   ``start()`` returns once the server has printed ``PORT=NNNN``; ``restart()`` comes back on the
   same port with the same data file, so clients can reconnect to the same URL.
+* A node dies with the process that started it (SIGKILL via Linux ``PR_SET_PDEATHSIG``), so
+  a killed or cancelled test run leaves no server holding its port. The kernel sends that
+  signal when the starting *thread* ends, so it is set only for nodes started from the main
+  thread (where pytest fixtures and gevent code run); nodes started from another thread
+  outlive it as before.
 
 Not in the contract: clusters of real nodes (the 2.2.0 cluster mode is unreliable, see
 ``shared/protocol/probe_notes.md`` section 13) and platforms other than linux x64 (set
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import ctypes
 import hashlib
 import logging
 import os
@@ -33,7 +39,8 @@ import signal
 import sys
 import tarfile
 import tempfile
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -52,6 +59,7 @@ __all__ = [
     "SERVER_VERSION",
     "RealServer",
     "ServerStartError",
+    "die_with_parent",
     "ensure_server_binary",
     "main",
 ]
@@ -75,6 +83,28 @@ _LOG_TAIL_LINES = 60
 
 class ServerStartError(RuntimeError):
     """The server process exited early or never reported its port; the message has its log tail."""
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when this process dies; ``None`` where unusable.
+
+    Only on Linux, and only from the main thread: the signal fires when the thread that
+    spawned the child ends, which for any other thread can be long before the process does.
+    """
+    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl   # looked up here: the child only calls it
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        if os.getppid() != parent:  # the parent died before prctl took effect: go now
+            os._exit(1)
+
+    return preexec
 
 
 # -- installing the binary -----------------------------------------------------------------------
@@ -352,7 +382,8 @@ class RealServer:
             log.flush()
             try:
                 return subprocess.Popen(cmd, cwd=self.workdir, env=self.env(), stdin=subprocess.DEVNULL,
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=die_with_parent())
             except OSError as exc:
                 raise ServerStartError(f"cannot run {self.binary}: {exc}") from exc
 
