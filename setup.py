@@ -17,11 +17,13 @@ setup(
         "ujson>=5.0",
     ],
     extras_require={
-        # flask, django, gunicorn and requests run the web-app examples in the tests
+        # flask, django, gunicorn and requests run the web-app examples in the tests;
+        # hypothesis drives the property-based tests, psutil reads RSS in the memory-bound tests
         "test": ["pytest>=7.4", "pytest-timeout>=2.2", "flask>=2.3", "django>=4.2", "gunicorn>=21",
-                 "requests>=2.31"],
+                 "requests>=2.31", "hypothesis>=6.80", "psutil>=5.9"],
         "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "flask>=2.3", "django>=4.2", "gunicorn>=21",
-                "requests>=2.31", "tox>=4", "ruff", "mypy", "websocket-client>=1.6"],
+                "requests>=2.31", "tox>=4", "ruff", "mypy", "websocket-client>=1.6", "hypothesis>=6.80",
+                "psutil>=5.9"],
         "locust": ["locust>=2.20"],
     },
     entry_points={
