@@ -9,12 +9,12 @@ from typing import Any, Dict, List
 import gevent
 import pytest
 from fakecluster import FakeCluster, url_of
-from test_cluster_client import client_factory, make_client, wait_until  # noqa: F401 (a fixture)
+from test_cluster_client import make_client, wait_until
 
 import topgun
 from topgun.cluster.partition_map import MAX_NODES, PartitionMap, lost_partitions
 from topgun.cluster.pool import MAX_DIALS
-from topgun.errors import ConnectTimeout, ConnectionLost, RemoteProtocolError, TopGunError
+from topgun.errors import ConnectionLost, ConnectTimeout, RemoteProtocolError, TopGunError
 from topgun.protocol import codec
 from topgun.protocol import messages as m
 from topgun.protocol.hashing import PARTITION_COUNT
@@ -42,6 +42,19 @@ def push(fc: FakeCluster, d: Dict[str, Any]) -> None:
                 t.send(frame)
             except ConnectionLost:
                 pass
+
+
+@pytest.fixture
+def client_factory() -> Any:
+    made: List[topgun.TopGunClient] = []
+
+    def make(fc: FakeCluster, **kw: Any) -> topgun.TopGunClient:
+        made.append(make_client(fc, **kw))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()
 
 
 # -- item 2: validation at the boundary -------------------------------------------------------
