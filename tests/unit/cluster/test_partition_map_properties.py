@@ -10,6 +10,7 @@ import copy
 import random
 from typing import Any, Callable, Dict, List, Tuple
 
+import gevent
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -46,6 +47,7 @@ def valid_maps(draw: Any) -> Dict[str, Any]:
 
 
 def decoded(d: Dict[str, Any]) -> m.PartitionMap:
+    gevent.sleep(0)  # one example after another must not hold this thread's hub (tests/threads/test_hub_monitor.py)
     msg = codec.decode(codec.encode_wire({"type": "PARTITION_MAP", "payload": d}))
     assert isinstance(msg, m.PartitionMap)
     return msg
