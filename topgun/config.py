@@ -6,7 +6,7 @@ with ``dataclasses.replace``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
@@ -88,6 +88,8 @@ class ClusterConfig:
     smart_routing: bool = True
     partition_map_refresh_interval: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_map_nodes: int = 1000  # a partition map listing more nodes is refused
+
 
     def __post_init__(self) -> None:
         seeds = self.seeds
@@ -100,6 +102,7 @@ class ClusterConfig:
             check_url(s, "seed")
         object.__setattr__(self, "seeds", seeds)
         _count("connections_per_node", self.connections_per_node)
+        _count("max_map_nodes", self.max_map_nodes)
         _positive("partition_map_refresh_interval", self.partition_map_refresh_interval)
 
 
@@ -136,6 +139,17 @@ class ClientConfig:
             _count(name, getattr(self, name))
         if not (self.token is None or isinstance(self.token, str) or callable(self.token)):
             raise ConfigurationError("token= must be a str, a callable returning one, or None")
+
+    def __repr__(self) -> str:
+        # Never the token itself: configs end up in logs, tracebacks and bug reports.
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "token" and value is not None:
+                shown.append("token=<callable>" if callable(value) else "token='<redacted>'")
+            else:
+                shown.append(f"{f.name}={value!r}")
+        return f"ClientConfig({', '.join(shown)})"
 
     @property
     def effective_write_concern(self) -> str:

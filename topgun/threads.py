@@ -58,6 +58,7 @@ THREAD_MODES = ("auto", "direct", "loop")
 #: the home: covers scheduling latency, never a normal answer (the call fails by its own deadline).
 GRACE_S = 2.0
 _LIVENESS_S = 1.0  # unbounded waits re-check that the home is still alive this often
+_DRAIN_S = 1.0     # how long a stopping loop thread lets its loop finish what is left
 
 # Real OS-thread primitives, also under monkey-patching (where threading.* are greenlet-based).
 current_thread_ident: Callable[[], int] = monkey.get_original("_thread", "get_ident")
@@ -117,6 +118,21 @@ class LoopThread:
             keepalive.stop()
             keepalive.close()
             self.hub = None
+            # Let the loop run dry first, so the hub greenlet ends parked in its final
+            # LoopExit: destroy() can then finish it. Destroying a hub still suspended in a
+            # callback leaves it parked mid-throw, holding this frame, the hub and every
+            # object they reach in greenlet state the garbage collector cannot free
+            # (gevent issue 1601): one dead hub per closed loop-thread client. The DNS
+            # threadpool and resolver go first: destroy() stopping them would switch into
+            # the hub again and suspend it in a callback.
+            for name, stop_it in (("_resolver", "close"), ("_threadpool", "kill")):
+                helper = getattr(hub, name, None)
+                if helper is not None:
+                    getattr(helper, stop_it)()
+                    setattr(hub, name, None)
+            if not hub.join(timeout=_DRAIN_S):
+                log.warning("the loop thread %s still had watchers after %.1fs; its hub may leak",
+                            self.name, _DRAIN_S)
             hub.destroy(destroy_loop=True)
 
     @property

@@ -15,6 +15,9 @@ How it finds and follows the cluster:
   asks another node for a fresh map and lets the pool reconnect with back-off, for as long
   as the map lists the node. The engine resends that connection's unacknowledged batches;
   the router holds keys whose owner is down (see ``router.py``) until the map changes.
+- *Loss warning.* A map change that removes a partition's owner and all its backups at
+  once (more nodes lost than the map keeps backups) may have lost acknowledged writes to
+  it: that is logged at WARNING and counted in ``stats["partitions_lost"]``.
 - *Observability.* ``owner_of(key)``, ``map_version``, ``node_states()``, ``stats`` and
   three callbacks: ``on_map_updated(pmap)``, ``on_node_connected(node_id)``,
   ``on_node_lost(node_id, exc)`` (constructor arguments, also assignable attributes).
@@ -35,12 +38,12 @@ from tenacity import Retrying
 
 from ..clock import Clock
 from ..config import ClusterConfig, ReconnectPolicy
-from ..errors import AuthError, ClientClosed, RemoteProtocolError, TopGunError, describe
+from ..errors import AuthError, ClientClosed, ConnectTimeout, RemoteProtocolError, TopGunError, describe
 from ..protocol import messages as m
 from ..sync.provider import ProviderListener, Routing, backoff_delays
 from ..transport.connection import Connection
 from . import failover
-from .partition_map import LivePartitionMap, PartitionMap, single_node_map
+from .partition_map import LivePartitionMap, PartitionMap, lost_partitions, single_node_map
 from .pool import CONNECTED, ConnectFn, ConnectionPool
 from .router import PartitionRouter, RoutingStats, unavailable
 
@@ -123,6 +126,7 @@ class ClusterClient:
         self._refresh_conn: Optional[Connection] = None
         self._rr = itertools.count()
         self.map_requests = 0
+        self.partitions_lost = 0        # partitions whose owner and backups vanished in one map change
         self.last_error: Optional[BaseException] = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -138,10 +142,24 @@ class ClusterClient:
         deadline = self._clock.monotonic() + timeout
         gevent.wait([self._ready, self._refused], timeout=timeout, count=1)
         if not self._ready.is_set():
-            return False  # no connection yet, or the only map we got was refused (see last_error)
+            # No connection yet, or the only map we got was refused (see last_error).
+            if self.pmap.current is not None and not self._map_refused:
+                self.last_error = self._unreachable_error(timeout)
+            return False
         # Give the pool a moment to reach every node, so the first writes go straight to owners.
         self._all_up.wait(min(2.0, max(0.0, deadline - self._clock.monotonic())))
         return True
+
+    def _unreachable_error(self, timeout: float) -> ConnectTimeout:
+        """A map arrived but none of its nodes could be reached: name them, not the seed."""
+        current = self.pmap.current
+        assert current is not None
+        nodes = self._pool.nodes
+        dead = [f"{nid} at {node.url}" + (f" ({describe(node.last_error)})" if node.last_error else "")
+                for nid, node in sorted(nodes.items())]
+        more = f" and {len(dead) - 5} more" if len(dead) > 5 else ""
+        return ConnectTimeout(f"partition map v{current.version} from {current.source} routes to nodes none of "
+                              f"which could be reached within {timeout:.3g}s: {', '.join(dead[:5])}{more}")
 
     def close(self) -> None:
         """Close every connection and end every greenlet (discovery, refresh, readers)."""
@@ -218,9 +236,11 @@ class ClusterClient:
         if conn is self._refresh_conn or self._refresh_conn is None:
             self._refresh_until, self._refresh_conn = 0.0, None
         try:
-            pmap = PartitionMap.from_message(msg, source=conn.node_id or conn.url)
+            pmap = PartitionMap.from_message(msg, source=conn.node_id or conn.url,
+                                             max_nodes=self.config.max_map_nodes)
         except RemoteProtocolError as exc:
-            log.error("%s", exc)
+            # Nothing of it is applied: routing and connections stay as they were.
+            log.error("%s; keeping partition map v%d", exc, self.pmap.version)
             self.last_error = exc
             self._map_refused = True
             self._refused.set()
@@ -231,9 +251,18 @@ class ClusterClient:
     def _take_map(self, pmap: PartitionMap) -> None:
         # Accept a lower version once after every connection was lost: it comes from
         # restarted nodes, whose versions start again from 1.
+        previous = self.pmap.current
         if not self.pmap.apply(pmap, force=self._accept_any_version):
             return
         self._accept_any_version = False
+        lost = lost_partitions(previous, pmap)
+        if lost:
+            self.partitions_lost += len(lost)
+            assert previous is not None
+            gone = sorted({previous.owner(p) for p in lost} | {b for p in lost for b in previous.backups_of(p)})
+            log.warning("partition map v%d from %s: %d partitions lost their owner and every backup at once "
+                        "(nodes %s gone); acknowledged writes to them may be lost", pmap.version, pmap.source,
+                        len(lost), ", ".join(gone))
         self._map_refused = False
         self._refused.clear()
         self._pool.update(pmap.connectable())
@@ -388,12 +417,14 @@ class ClusterClient:
     @property
     def stats(self) -> Dict[str, int]:
         """Routing counters: direct, forwarded, misses, retries (requests retried by failover
-        plus writes the engine resent), and map_requests."""
+        plus writes the engine resent), map_requests, and partitions_lost (partitions whose
+        owner and backups all vanished in one map change: their acknowledged writes may be lost)."""
         counters = self.stats_counters.as_dict()
         engine_stats = getattr(self._listener, "stats", None)
         if isinstance(engine_stats, dict):
             counters["retries"] += int(engine_stats.get("resent", 0))
         counters["map_requests"] = self.map_requests
+        counters["partitions_lost"] = self.partitions_lost
         return counters
 
     @property

@@ -13,6 +13,9 @@ Contract:
   down, another open slot of the node is used.
 - A lost connection makes its node unroutable at once (``routable`` is False) until the
   supervisor has opened a new connection to it; ``on_connection_lost`` is called for it.
+- At most ``max_dials`` connection attempts (TCP connect plus handshake) are in flight at
+  once, across all nodes, so a map naming hundreds of unreachable nodes costs a bounded
+  number of sockets and greenlets doing work, not one per node.
 
 Not in here: which nodes should exist (the partition map), routing decisions, retries.
 """
@@ -26,6 +29,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 import gevent
 import mmh3
 from gevent.event import Event
+from gevent.lock import BoundedSemaphore
 from gevent.pool import Group
 
 from ..clock import Clock
@@ -37,7 +41,10 @@ from ..transport.connection import Connection
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ConnectionPool", "NodeConnections", "CONNECTING", "CONNECTED", "DEGRADED", "DOWN"]
+__all__ = ["ConnectionPool", "NodeConnections", "CONNECTING", "CONNECTED", "DEGRADED", "DOWN", "MAX_DIALS"]
+
+#: Connection attempts in flight at once, over all nodes of one pool.
+MAX_DIALS = 8
 
 CONNECTING, CONNECTED, DEGRADED, DOWN = "CONNECTING", "CONNECTED", "DEGRADED", "DOWN"
 
@@ -90,7 +97,7 @@ class ConnectionPool:
                  on_connected: Callable[[str, Connection], None],
                  on_connection_lost: Callable[[str, Connection, Optional[BaseException]], None],
                  on_message: Callable[[Connection, m.Message], None],
-                 rng: Callable[[], float] = random.random) -> None:
+                 rng: Callable[[], float] = random.random, max_dials: int = MAX_DIALS) -> None:
         self._connect = connect
         self._clock = clock
         self._policy = policy
@@ -100,6 +107,11 @@ class ConnectionPool:
         self._on_message = on_message
         self._rng = rng
         self._nodes: Dict[str, NodeConnections] = {}
+        self._dials = BoundedSemaphore(max_dials)
+        # A node the map drops and lists again (a restart) keeps counting its reconnects.
+        self._reconnects: Dict[str, int] = {}
+        self.dialing = 0             # connection attempts in flight now
+        self.max_dialing = 0         # the most ever in flight at once
         self.group = Group()
         self.closed = False
 
@@ -118,11 +130,14 @@ class ConnectionPool:
                 node = None
             if node is None:
                 node = self._nodes[node_id] = NodeConnections(node_id, url, self.size)
+                node.reconnects = self._reconnects.get(node_id, 0)
                 node.supervisor = self.group.spawn(self._supervise, node)
 
     def _remove(self, node_id: str, why: str) -> None:
         node = self._nodes.pop(node_id)
         node.removed = True
+        if node.ever_connected or node_id in self._reconnects:
+            self._reconnects[node_id] = node.reconnects
         log.info("disconnecting node %s (%s)", node_id, why)
         if node.supervisor is not None and node.supervisor is not gevent.getcurrent():
             node.supervisor.kill(block=False)
@@ -143,15 +158,18 @@ class ConnectionPool:
                 if conn is not None and conn.is_open:
                     continue
                 try:
-                    conn = self._connect(node.url, node_id=node.node_id, on_message=self._on_message,
-                                         on_closed=partial(self._closed, node), spawn=self.group.spawn)
+                    conn = self._dial(node)
                 except TopGunError as exc:
                     error = exc
                     break
+                if conn is None:
+                    return  # removed or closed while waiting for a dial slot
                 if node.removed or self.closed:
                     conn.close()
                     return
-                if node.ever_connected and (node.lost or node.conns[slot] is not None):
+                # One per time the node comes back (not per connection): after a lost
+                # connection, or when a node the pool had connected to is listed again.
+                if node.lost or (not node.ever_connected and node.node_id in self._reconnects):
                     node.reconnects += 1
                 node.conns[slot] = conn
                 node.ever_connected = True
@@ -169,6 +187,18 @@ class ConnectionPool:
             node.wake.clear()
             if all(c is not None and c.is_open for c in node.conns):
                 node.wake.wait()
+
+    def _dial(self, node: NodeConnections) -> Optional[Connection]:
+        with self._dials:
+            if node.removed or self.closed:
+                return None
+            self.dialing += 1
+            self.max_dialing = max(self.max_dialing, self.dialing)
+            try:
+                return self._connect(node.url, node_id=node.node_id, on_message=self._on_message,
+                                     on_closed=partial(self._closed, node), spawn=self.group.spawn)
+            finally:
+                self.dialing -= 1
 
     def _closed(self, node: NodeConnections, conn: Connection, exc: Optional[BaseException]) -> None:
         if conn not in node.conns:

@@ -54,7 +54,7 @@ class AuthRequired(Message):
 
 @message("AUTH", FLAT)
 class Auth(Message):
-    token: str
+    token: str = field(repr=False)  # a secret: never in a repr or a log line
     protocol_version: Optional[int] = None
 
 

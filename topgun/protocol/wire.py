@@ -175,7 +175,8 @@ class NodeInfo:
 
     @classmethod
     def from_wire(cls, d: Dict[str, Any]) -> "NodeInfo":
-        return cls(str(d["nodeId"]), dict(d.get("endpoints") or {}), str(d.get("status", "ACTIVE")))
+        # Taken as sent: cluster/partition_map.py validates the types (a coerced "7" or True would hide junk).
+        return cls(d["nodeId"], d.get("endpoints") or {}, d.get("status", "ACTIVE"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +191,8 @@ class PartitionInfo:
 
     @classmethod
     def from_wire(cls, d: Dict[str, Any]) -> "PartitionInfo":
-        return cls(int(d["partitionId"]), str(d["ownerNodeId"]), tuple(d.get("backupNodeIds") or ()))
+        backups = d.get("backupNodeIds") or ()
+        return cls(d["partitionId"], d["ownerNodeId"], tuple(backups) if isinstance(backups, list) else backups)
 
 
 # --------------------------------------------------------------------------------------------
