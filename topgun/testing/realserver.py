@@ -185,13 +185,18 @@ class RealServer:
         unbounded_write_behind: set ``TOPGUN_WRITEBEHIND_CAPACITY=0`` so sustained writes don't get
             ERROR 500 "Write-behind capacity exceeded"; meant for load tests and benchmarks.
         clock: deadlines and polling sleeps; the default yields to other greenlets while waiting.
+        extra_args: more command-line arguments after ``--port``/``--node-id`` (the cluster
+            fixture passes ``--cluster-port`` and ``--seed-nodes``).
+        die_with_parent: on Linux, have the kernel SIGKILL the node when the process that
+            started it dies (``PR_SET_PDEATHSIG``), so a crashed test run leaves no server behind.
     """
 
     def __init__(self, binary: os.PathLike[str] | str, workdir: os.PathLike[str] | str, *,
                  node_id: str = "n1", port: int = 0, jwt_secret: str | None = None,
                  extra_env: Mapping[str, str] | None = None,
                  log_path: os.PathLike[str] | str | None = None,
-                 unbounded_write_behind: bool = False, clock: Clock | None = None) -> None:
+                 unbounded_write_behind: bool = False, clock: Clock | None = None,
+                 extra_args: Sequence[str] = (), die_with_parent: bool = False) -> None:
         if not 0 <= port <= 65535:
             raise ConfigurationError(f"port must be 0..65535, got {port}")
         if jwt_secret == "":
@@ -204,6 +209,8 @@ class RealServer:
         self.log_path = Path(log_path) if log_path is not None else self.workdir / f"{node_id}.log"
         self.unbounded_write_behind = unbounded_write_behind
         self.clock: Clock = clock if clock is not None else GeventClock()
+        self.extra_args = tuple(extra_args)
+        self.die_with_parent = die_with_parent
         self._requested_port = port
         self._port: int | None = None
         self._proc: subprocess.Popen | None = None
@@ -346,13 +353,15 @@ class RealServer:
                 self.clock.sleep(0.1)
 
     def _spawn(self, port: int) -> subprocess.Popen:
-        cmd = [str(self.binary), "--port", str(port), "--node-id", self.node_id]
+        cmd = [str(self.binary), "--port", str(port), "--node-id", self.node_id, *self.extra_args]
+        preexec = _kill_me_when_parent_dies if self.die_with_parent and sys.platform == "linux" else None
         with open(self.log_path, "ab") as log:
             log.write(f"--- topgun: {' '.join(cmd)}\n".encode())
             log.flush()
             try:
                 return subprocess.Popen(cmd, cwd=self.workdir, env=self.env(), stdin=subprocess.DEVNULL,
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=preexec)
             except OSError as exc:
                 raise ServerStartError(f"cannot run {self.binary}: {exc}") from exc
 
@@ -378,6 +387,12 @@ class RealServer:
 
     def _failure(self, what: str) -> str:
         return f"topgun-server {self.node_id} {what}; log {self.log_path}, last lines:\n{self.log_tail()}"
+
+
+def _kill_me_when_parent_dies() -> None:
+    # Runs in the child between fork and exec. PR_SET_PDEATHSIG (1) survives the exec.
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
 def _tail(text: str, lines: int) -> str:
