@@ -60,6 +60,7 @@ _MAP_REQUEST = msgpack.packb({"type": "PARTITION_MAP_REQUEST", "payload": {"curr
 _POLL_S = 0.2
 _ASK_TIMEOUT_S = 1.0        # a node without a table (not joined yet) never answers: give up on it then
 _PEER_FRAME_LIMIT = 16 * 1024 * 1024
+_STALE_S = 3.0              # members agree but tables differ this long: 2.2.0 will not fix it alone
 
 
 class FormationError(ServerStartError):
@@ -397,6 +398,8 @@ class RealCluster:
                 why = f"a node did not start: {exc}"
             else:
                 views, why = self._wait_formed(self.clock.monotonic() + self.try_timeout, deadline)
+                if views is None and why.startswith("stale"):
+                    views, why = self._refresh_stale(deadline)
                 if views is not None:
                     self._record(kind, tries_before + attempt, started)
                     return
@@ -405,6 +408,28 @@ class RealCluster:
         self._kill_all()
         raise FormationError(f"{len(self.node_ids)} real nodes did not form one cluster in {self.tries} tries "
                              f"({self.clock.monotonic() - started:.1f}s); last: {why}. Logs in {self.workdir}")
+
+    def _refresh_stale(self, deadline: float) -> tuple[dict[str, NodeView] | None, str]:
+        # A 2.2.0 non-master keeps the table it got when it joined (probe_notes.md 13.5): with 3+
+        # nodes the first joiners are stale. Once every member is ACTIVE everywhere, a rejoin of
+        # each stale node, one at a time, hands it the master's current table.
+        why = "no stale node found"
+        for _ in range(len(self.node_ids) - 1):
+            views = self.views()
+            master = views.get(self.master)
+            stale = [nid for nid, v in views.items()
+                     if nid != self.master and v is not None and master is not None and v.owners != master.owners]
+            if not stale:
+                break
+            log.info("real cluster: %s kept a stale partition table; restarting it to rejoin", stale[0])
+            self.kill(stale[0])
+            self.servers[stale[0]].start()
+            result, why = self._wait_formed(self.clock.monotonic() + self.try_timeout, deadline)
+            if result is not None:
+                return result, ""
+            if not why.startswith("stale"):
+                return None, why
+        return None, why
 
     def _record(self, kind: str, tries: int, started: float) -> None:
         formation = Formation(kind, tries, self.clock.monotonic() - started)
@@ -453,6 +478,7 @@ class RealCluster:
     def _wait_formed(self, try_deadline: float, deadline: float) -> tuple[dict[str, NodeView] | None, str]:
         """Poll the views until they agree for ``settle`` seconds; (None, why) on a split or timeout."""
         agreed_since: float | None = None
+        stale_since: float | None = None
         why = "no node answered"
         end = min(try_deadline, deadline)
         while True:
@@ -467,6 +493,11 @@ class RealCluster:
                 agreed_since, why = None, verdict
                 if verdict.startswith("split"):
                     return None, why  # a 2.2.0 split never heals by itself
+                stale_since = now if stale_since is None else stale_since
+                if verdict.startswith("stale") and now - stale_since >= _STALE_S:
+                    return None, why  # every node ACTIVE everywhere, but a non-master kept its join snapshot
+            if not (verdict or "").startswith("stale"):
+                stale_since = None
             if now >= end:
                 return None, f"not agreed within the try's deadline ({why})"
             self.clock.sleep(_POLL_S)
@@ -489,9 +520,7 @@ class RealCluster:
         for view in shown:
             if any(view.statuses.get(peer) != "ACTIVE" for peer in live):
                 return f"not every node ACTIVE: {view}"
-            if set(view.owners) != set(live):
-                return f"owners are not the running nodes: {view}"
-        if len({v.owners for v in shown}) != 1:
-            return f"nodes disagree about owners: {'; '.join(str(v) for v in shown)}"
+        if len({v.owners for v in shown}) != 1 or set(shown[0].owners) != set(live):
+            return f"stale tables: {'; '.join(str(v) for v in shown)}"
         return None
 
