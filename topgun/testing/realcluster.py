@@ -200,7 +200,8 @@ class RealCluster:
 
     def __init__(self, binary: os.PathLike[str] | str, workdir: os.PathLike[str] | str, nodes: int = 2, *,
                  stagger: float = 1.0, tries: int = 4, try_timeout: float = 20.0, settle: float = 1.0,
-                 rejoin_tries: int = 2, pace_peer_links: bool = True, jwt_secret: str | None = None, unbounded_write_behind: bool = False,
+                 rejoin_tries: int = 2, pace_peer_links: bool = True, jwt_secret: str | None = None,
+                 unbounded_write_behind: bool = False,
                  extra_env: Mapping[str, str] | None = None, clock: Clock | None = None) -> None:
         if not 1 <= nodes <= 9:
             raise ConfigurationError(f"nodes must be 1..9 (ids r1..r9 sort as the server elects), got {nodes}")
