@@ -10,9 +10,8 @@ The contract:
   ``start()`` returns once the server has printed ``PORT=NNNN``; ``restart()`` comes back on the
   same port with the same data file, so clients can reconnect to the same URL.
 
-Not in the contract: clusters of real nodes (the 2.2.0 cluster mode is unreliable, see
-``shared/protocol/probe_notes.md`` section 13) and platforms other than linux x64 (set
-``TOPGUN_SERVER_BIN`` there).
+Not in the contract: clusters of real nodes (``realcluster.py`` forms those, working around
+the 2.2.0 cluster mode's flaws) and platforms other than linux x64 (set ``TOPGUN_SERVER_BIN`` there).
 
 Command line::
 
