@@ -7,9 +7,10 @@ How it finds and follows the cluster:
   map within ``map_wait`` (1 s) is a standalone server (TopGun 2.2.0 never answers then): it
   becomes one node owning every partition, so cluster mode works against one server too.
 - *Maps.* Every PARTITION_MAP (pushed or requested, from any connection) is validated and
-  applied only if its version is newer, except for the first map after every connection
-  was lost (restarted nodes count from 1 again). Applying a map connects the pool to every
-  node it lists and disconnects the nodes it dropped. A backup refresh runs every
+  kept as its node's latest; the client routes with the map of the lowest node id it is
+  connected to (``map_choice.py`` says why: versions are per node in TopGun 2.2.0). Each
+  node is asked for its map once when first connected. Applying a map connects the pool to
+  every node it lists and disconnects the nodes it dropped. A backup refresh runs every
   ``partition_map_refresh_interval`` seconds (jittered); one refresh is in flight at a time.
 - *Failover.* A lost connection makes its node unroutable at once (routing version bump),
   asks another node for a fresh map and lets the pool reconnect with back-off, for as long
@@ -43,6 +44,7 @@ from ..protocol import messages as m
 from ..sync.provider import ProviderListener, Routing, backoff_delays
 from ..transport.connection import Connection
 from . import failover
+from .map_choice import MapChoice
 from .partition_map import LivePartitionMap, PartitionMap, lost_partitions, single_node_map
 from .pool import CONNECTED, ConnectFn, ConnectionPool
 from .router import PartitionRouter, RoutingStats, unavailable
@@ -104,6 +106,7 @@ class ClusterClient:
         self.on_node_connected = on_node_connected
         self.on_node_lost = on_node_lost
         self.pmap = LivePartitionMap()
+        self.choice = MapChoice()
         self.stats_counters = RoutingStats()
         self._routing = Routing()
         self._pool = ConnectionPool(connect, clock=clock, policy=reconnect, size=config.connections_per_node,
@@ -119,7 +122,6 @@ class ClusterClient:
         self._has_connection = Event()
         self._no_connections = Event()
         self._no_connections.set()
-        self._accept_any_version = True
         self._map_refused = False
         self._up: Set[str] = set()
         self._refresh_until = 0.0
@@ -204,7 +206,6 @@ class ClusterClient:
 
     def _bootstrap(self, conn: Connection, seed: str) -> None:
         applied = self.pmap.applied
-        self._accept_any_version = True
         try:
             conn.send(_MAP_REQUEST)
             self.map_requests += 1
@@ -215,7 +216,7 @@ class ClusterClient:
             return
         # No answer: a standalone server (TopGun 2.2.0 never answers without a cluster).
         log.info("seed %s sent no partition map within %.1fs: using it as a single node", seed, self._map_wait)
-        self._take_map(single_node_map(seed, seed))
+        self._offer(None, single_node_map(seed, seed))
 
     def _on_seed_message(self, conn: Connection, msg: m.Message) -> None:
         if isinstance(msg, m.PartitionMap):
@@ -246,15 +247,29 @@ class ClusterClient:
             self._refused.set()
             self._routing.bump()
             return
-        self._take_map(pmap)
+        self._offer(self._source_of(conn, pmap), pmap)
 
-    def _take_map(self, pmap: PartitionMap) -> None:
-        # Accept a lower version once after every connection was lost: it comes from
-        # restarted nodes, whose versions start again from 1.
+    @staticmethod
+    def _source_of(conn: Connection, pmap: PartitionMap) -> Optional[str]:
+        """The node id that sent ``pmap``: the pool's, or (a seed connection) the map's entry for its URL."""
+        if conn.node_id is not None:
+            return conn.node_id
+        def bare(url: Optional[str]) -> str:
+            return (url or "").rstrip("/").removesuffix("/ws")
+        return next((nid for nid, entry in pmap.nodes.items() if entry.url and bare(entry.url) == bare(conn.url)),
+                    None)
+
+    def _offer(self, source: Optional[str], pmap: PartitionMap) -> None:
+        if self.choice.offer(source, pmap):
+            self._map_refused = False
+            self._install(self.choice.trusted())
+
+    def _install(self, pmap: Optional[PartitionMap]) -> None:
+        # Forced: the trusted map may carry a lower version than the current one (another
+        # node's count, or a node restarted and counting from 1 again).
         previous = self.pmap.current
-        if not self.pmap.apply(pmap, force=self._accept_any_version):
+        if pmap is None or pmap is previous or not self.pmap.apply(pmap, force=True):
             return
-        self._accept_any_version = False
         lost = lost_partitions(previous, pmap)
         if lost:
             self.partitions_lost += len(lost)
@@ -271,6 +286,13 @@ class ClusterClient:
         if self._listener is not None:
             self._listener.on_map_updated(pmap.version)
         self._callback(self.on_map_updated, pmap)
+
+    def _ask_for_map(self, conn: Connection) -> None:
+        try:
+            conn.send(_MAP_REQUEST)
+        except TopGunError:
+            return
+        self.map_requests += 1
 
     def request_refresh(self) -> None:
         """Ask one connected node for the partition map, unless a request is already in flight."""
@@ -308,6 +330,9 @@ class ClusterClient:
         if node_id not in self._up:
             self._up.add(node_id)
             log.info("node %s connected at %s", node_id, conn.url)
+            current = self.pmap.current
+            if node_id not in self.choice.sources() and current is not None and not current.synthetic:
+                self._ask_for_map(conn)     # MapChoice needs every node's view, not only the seed's
             self._callback(self.on_node_connected, node_id)
 
     def _connection_lost(self, node_id: str, conn: Connection, exc: Optional[BaseException]) -> None:
@@ -317,7 +342,7 @@ class ClusterClient:
             self._refresh_until, self._refresh_conn = 0.0, None
         self._routing.bump()
         if not self._pool.open_connections():
-            self._accept_any_version = True
+            self.choice.clear()            # the next map counts, whichever node and version it has
             self._has_connection.clear()
             self._no_connections.set()
         self._update_ready()
@@ -325,6 +350,8 @@ class ClusterClient:
             self._listener.on_disconnected(conn, exc)
         if node_id in self._up and not self._pool.routable(node_id):
             self._up.discard(node_id)
+            self.choice.forget(node_id)
+            self._install(self.choice.trusted())
             if self._pool.node(node_id) is not None:
                 self.last_error = exc
                 log.warning("lost node %s (%s); asking for a new partition map", node_id, describe(exc))

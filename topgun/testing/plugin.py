@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pytest
 
 if TYPE_CHECKING:
+    from topgun.testing.realcluster import RealCluster
     from topgun.testing.realserver import RealServer
 
 __all__ = ["attach_logs"]
@@ -109,6 +110,36 @@ def topgun_real_server_factory(request: pytest.FixtureRequest, topgun_server_bin
 def topgun_real_server(topgun_real_server_factory: StartRealServer) -> RealServer:
     """One running no-auth node: ``topgun_real_server.url``."""
     return topgun_real_server_factory()
+
+
+# -- a real multi-node topgun-server cluster -----------------------------------------------------
+
+StartRealCluster = Callable[..., "RealCluster"]
+
+
+@pytest.fixture
+def topgun_real_cluster_factory(request: pytest.FixtureRequest, topgun_server_binary: Path,
+                                tmp_path: Path) -> Iterator[StartRealCluster]:
+    """``start(nodes=2, timeout=120.0, **kw) -> RealCluster``: a formed real 2.2.0 cluster.
+
+    Formation retries on split views are logged (``topgun.testing.realcluster``, WARNING) and
+    kept in ``cluster.history``. Keywords go to :class:`RealCluster` (``stagger``, ``tries``,
+    ``jwt_secret``, ``unbounded_write_behind``, ...). Each cluster runs in ``tmp_path/realclusterN``;
+    every node is stopped after the test and its log is attached to a failing test's report.
+    """
+    from topgun.testing.realcluster import RealCluster
+    started: list[RealCluster] = []
+
+    def start(nodes: int = 2, timeout: float = 120.0, **kw: Any) -> RealCluster:
+        cluster = RealCluster(topgun_server_binary, tmp_path / f"realcluster{len(started)}", nodes, **kw)
+        started.append(cluster)
+        for server in cluster.servers.values():
+            attach_logs(request, server)
+        return cluster.start(timeout=timeout)
+
+    yield start
+    for cluster in reversed(started):
+        cluster.stop()
 
 
 # --------------------------------------------------------------------------------------------

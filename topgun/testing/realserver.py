@@ -15,9 +15,8 @@ The contract:
   thread (where pytest fixtures and gevent code run); nodes started from another thread
   outlive it as before.
 
-Not in the contract: clusters of real nodes (the 2.2.0 cluster mode is unreliable, see
-``shared/protocol/probe_notes.md`` section 13) and platforms other than linux x64 (set
-``TOPGUN_SERVER_BIN`` there).
+Not in the contract: clusters of real nodes (``realcluster.py`` forms those, working around
+the 2.2.0 cluster mode's flaws) and platforms other than linux x64 (set ``TOPGUN_SERVER_BIN`` there).
 
 Command line::
 
@@ -215,13 +214,16 @@ class RealServer:
         unbounded_write_behind: set ``TOPGUN_WRITEBEHIND_CAPACITY=0`` so sustained writes don't get
             ERROR 500 "Write-behind capacity exceeded"; meant for load tests and benchmarks.
         clock: deadlines and polling sleeps; the default yields to other greenlets while waiting.
+        extra_args: more command-line arguments after ``--port``/``--node-id`` (the cluster
+            fixture passes ``--cluster-port`` and ``--seed-nodes``).
     """
 
     def __init__(self, binary: os.PathLike[str] | str, workdir: os.PathLike[str] | str, *,
                  node_id: str = "n1", port: int = 0, jwt_secret: str | None = None,
                  extra_env: Mapping[str, str] | None = None,
                  log_path: os.PathLike[str] | str | None = None,
-                 unbounded_write_behind: bool = False, clock: Clock | None = None) -> None:
+                 unbounded_write_behind: bool = False, clock: Clock | None = None,
+                 extra_args: Sequence[str] = ()) -> None:
         if not 0 <= port <= 65535:
             raise ConfigurationError(f"port must be 0..65535, got {port}")
         if jwt_secret == "":
@@ -234,6 +236,7 @@ class RealServer:
         self.log_path = Path(log_path) if log_path is not None else self.workdir / f"{node_id}.log"
         self.unbounded_write_behind = unbounded_write_behind
         self.clock: Clock = clock if clock is not None else GeventClock()
+        self.extra_args = tuple(extra_args)
         self._requested_port = port
         self._port: int | None = None
         self._proc: subprocess.Popen | None = None
@@ -376,7 +379,7 @@ class RealServer:
                 self.clock.sleep(0.1)
 
     def _spawn(self, port: int) -> subprocess.Popen:
-        cmd = [str(self.binary), "--port", str(port), "--node-id", self.node_id]
+        cmd = [str(self.binary), "--port", str(port), "--node-id", self.node_id, *self.extra_args]
         with open(self.log_path, "ab") as log:
             log.write(f"--- topgun: {' '.join(cmd)}\n".encode())
             log.flush()
