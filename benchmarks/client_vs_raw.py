@@ -294,7 +294,7 @@ def _area(filename: str, func: str) -> str:
 
 def frame_spread(url: str, n: int) -> str:
     """Median and range of distinct partitions per OP_BATCH frame the client sends in one put_all."""
-    import topgun.sync.engine as engine_module
+    import topgun.engine.engine as engine_module
     spreads: List[int] = []
     real = codec.encode_wire
 
@@ -412,7 +412,7 @@ def breakdown(n: int) -> str:
     from topgun.clock import GeventClock
     from topgun.maps import MapHandle
     from topgun.protocol.hlc import HLC
-    from topgun.sync.engine import SyncEngine
+    from topgun.engine.engine import SyncEngine
 
     clock = GeventClock()
     conn = _StubConn()

@@ -1,7 +1,7 @@
 """TopGunClient: the one public client, for one server (``url=``) or a cluster (``cluster=``).
 
-The same API in both modes. Inside: a :class:`~topgun.sync.engine.SyncEngine` that asks a
-connection provider for connections: :class:`~topgun.sync.provider.SingleServerProvider`
+The same API in both modes. Inside: a :class:`~topgun.engine.engine.SyncEngine` that asks a
+connection provider for connections: :class:`~topgun.engine.provider.SingleServerProvider`
 for ``url=``, :class:`~topgun.cluster.cluster_client.ClusterClient` for ``cluster=``.
 Every blocking call returns or raises by its deadline; every error derives from
 :class:`topgun.TopGunError`.
@@ -29,9 +29,9 @@ from .maps import MapHandle
 from .protocol import messages as m
 from .protocol.hlc import HLC
 from .queries import Change, Subscription
-from .sync.engine import SyncEngine
-from .sync.provider import ConnectionProvider, SingleServerProvider
-from .sync.reads import walk_all
+from .engine.engine import SyncEngine
+from .engine.provider import ConnectionProvider, SingleServerProvider
+from .engine.reads import walk_all
 from .transport.connection import Connection, TransportFactory
 
 # Imported here, not on first connect: a first import on the loop thread could be cut in half by

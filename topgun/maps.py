@@ -17,7 +17,7 @@ from . import threads
 from .errors import ConfigurationError, TopGunError
 from .protocol import codec
 from .queries import Change, Subscription, build_query
-from .sync.reads import MISSING, point_read
+from .engine.reads import MISSING, point_read
 
 if TYPE_CHECKING:
     from .client import TopGunClient

@@ -29,7 +29,7 @@ thread. ``*_async`` methods called from another thread return a :class:`ThreadFu
 (a ``concurrent.futures.Future`` that also has AsyncResult's ``get``) instead of an
 ``AsyncResult``, which belongs to the home's hub.
 
-Not in here: choosing connections, retries (``sync``/``cluster``); fork handling (``forking``).
+Not in here: choosing connections, retries (``engine``/``cluster``); fork handling (``forking``).
 """
 from __future__ import annotations
 

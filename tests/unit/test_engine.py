@@ -20,8 +20,8 @@ from topgun.errors import ClientClosed, ConnectionLost, OperationTimeout
 from topgun.protocol import codec
 from topgun.protocol import messages as m
 from topgun.protocol.hashing import partition_id
-from topgun.sync.engine import PendingWrite, SyncEngine
-from topgun.sync.provider import Routing
+from topgun.engine.engine import PendingWrite, SyncEngine
+from topgun.engine.provider import Routing
 from topgun.transport.connection import Connection
 from topgun.transport.memory import MemoryTransport, memory_pair
 

@@ -1,4 +1,4 @@
-"""``topgun bench SCENARIO``: load and chaos tests through the real client (also ``python -m topgun.bench``).
+"""``topgun bench SCENARIO``: load and chaos tests through the real client (also ``python -m topgun.loadtest.bench``).
 
 Scenarios: throughput, failover, rebalance (cluster) and single (one node). Prints a progress
 line per second and a final table; ``--json FILE`` writes every figure; ``--threshold`` makes

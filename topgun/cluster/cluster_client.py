@@ -37,7 +37,7 @@ from ..clock import Clock
 from ..config import ClusterConfig, ReconnectPolicy
 from ..errors import AuthError, ClientClosed, RemoteProtocolError, TopGunError, describe
 from ..protocol import messages as m
-from ..sync.provider import ProviderListener, Routing, backoff_delays
+from ..engine.provider import ProviderListener, Routing, backoff_delays
 from ..transport.connection import Connection
 from . import failover
 from .partition_map import LivePartitionMap, PartitionMap, single_node_map

@@ -18,7 +18,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from ..clock import Clock
 from ..config import RetryPolicy
-from ..sync.provider import StopAt
+from ..engine.provider import StopAt
 from .partition_map import LivePartitionMap
 
 log = logging.getLogger(__name__)
