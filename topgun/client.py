@@ -2,7 +2,7 @@
 
 The same API in both modes. Inside: a :class:`~topgun.engine.engine.SyncEngine` that asks a
 connection provider for connections: :class:`~topgun.engine.provider.SingleServerProvider`
-for ``url=``, :class:`~topgun.cluster.cluster_client.ClusterClient` for ``cluster=``.
+for ``url=``, :class:`~topgun.cluster.provider.ClusterProvider` for ``cluster=``.
 Every blocking call returns or raises by its deadline; every error derives from
 :class:`topgun.TopGunError`.
 
@@ -91,7 +91,7 @@ class TopGunClient:
         self._seams = clock is not None or transport_factory is not None
         mode = threads.choose_mode(thread_mode, seams=self._seams)
         if self.config.cluster is not None:
-            import topgun.cluster.cluster_client  # noqa: F401  (here, not first on the loop thread: see above)
+            import topgun.cluster.provider  # noqa: F401  (here, not first on the loop thread: see above)
         forking.track(self)
         if mode == "loop" and not wait_connected:
             # Nothing to wait for, so start the loop thread (and connect) on first use: a process
@@ -151,8 +151,8 @@ class TopGunClient:
             assert self.config.url is not None
             return SingleServerProvider(self.config.url, clock=self.clock, connect=self._connect,
                                         reconnect=self.config.reconnect)
-        from .cluster.cluster_client import ClusterClient
-        self.cluster = ClusterClient(self.config.cluster, clock=self.clock, connect=self._connect,
+        from .cluster.provider import ClusterProvider
+        self.cluster = ClusterProvider(self.config.cluster, clock=self.clock, connect=self._connect,
                                      reconnect=self.config.reconnect)
         return self.cluster  # type: ignore[no-any-return]
 

@@ -1,4 +1,4 @@
-"""ClusterClient: the ConnectionProvider for cluster mode (pool + partition map + router).
+"""ClusterProvider: the ConnectionProvider for cluster mode (pool + partition map + router).
 
 How it finds and follows the cluster:
 - *Discovery.* While no pooled connection is open (at start, and after every node was
@@ -46,7 +46,7 @@ from .router import PartitionRouter, RoutingStats, unavailable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClusterClient", "NodeState"]
+__all__ = ["ClusterProvider", "NodeState"]
 
 MAP_WAIT_S = 1.0            # a seed that sends no map by then is a standalone server
 REFRESH_TIMEOUT_S = 1.0     # a map request without an answer by then no longer blocks the next one
@@ -70,7 +70,7 @@ class NodeState:
     last_error: Optional[str]
 
 
-class ClusterClient:
+class ClusterProvider:
     """Connection provider for a TopGun cluster; reached as ``client.cluster``.
 
     Args:
@@ -402,5 +402,5 @@ class ClusterClient:
 
     def __repr__(self) -> str:
         mode = "smart" if self.router.smart else "dumb"
-        return (f"<ClusterClient {mode} map v{self.map_version} nodes={self._pool.routable_nodes()}"
+        return (f"<ClusterProvider {mode} map v{self.map_version} nodes={self._pool.routable_nodes()}"
                 f"{' closed' if self._closed else ''}>")
