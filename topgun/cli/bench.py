@@ -12,6 +12,8 @@ import json
 import sys
 from typing import Any, List
 
+from ..protocol.fastpath import WRITE_CONCERNS
+
 __all__ = ["register", "run", "build_options"]
 
 EXIT_OK, EXIT_THRESHOLDS, EXIT_ERROR = 0, 1, 2
@@ -43,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     load.add_argument("--map", dest="map_name", default="bench", help="map name, default bench")
     load.add_argument("--seed", type=int, default=1, help="random seed of the users")
     client = p.add_argument_group("client")
-    client.add_argument("--write-concern", choices=("FIRE_AND_FORGET", "MEMORY", "APPLIED", "REPLICATED", "PERSISTED"),
+    client.add_argument("--write-concern", choices=WRITE_CONCERNS,
                         help="default: the client's (APPLIED on one server, REPLICATED on a cluster)")
     routing = client.add_mutually_exclusive_group()
     routing.add_argument("--smart", dest="smart_routing", action="store_true", default=True,

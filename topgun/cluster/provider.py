@@ -11,15 +11,18 @@ How it finds and follows the cluster:
   was lost (restarted nodes count from 1 again). Applying a map connects the pool to every
   node it lists and disconnects the nodes it dropped. A backup refresh runs every
   ``partition_map_refresh_interval`` seconds (jittered); one refresh is in flight at a time.
-- *Failover.* A lost connection makes its node unroutable at once (routing version bump),
-  asks another node for a fresh map and lets the pool reconnect with back-off, for as long
-  as the map lists the node. The engine resends that connection's unacknowledged batches;
-  the router holds keys whose owner is down (see ``router.py``) until the map changes.
+- *Failover.* Requests retry through ``retrying(deadline)`` (:func:`topgun.retry.retrying`
+  over the live map: a newer map ends a back-off). A lost connection makes its node
+  unroutable at once (routing version bump), asks another node for a fresh map and lets the
+  pool reconnect with back-off, for as long as the map lists the node. The engine resends
+  that connection's unacknowledged batches; the router holds keys whose owner is down (see
+  ``router.py``) until the map changes.
 - *Observability.* ``owner_of(key)``, ``map_version``, ``node_states()``, ``stats`` and
   three callbacks: ``on_map_updated(pmap)``, ``on_node_connected(node_id)``,
   ``on_node_lost(node_id, exc)`` (constructor arguments, also assignable attributes).
 
-Deliberately not here: queues, acks and resending (the SyncEngine), wire encoding.
+Deliberately not here: queues, acks and resending (``topgun.engine``), the retry loop itself
+(``topgun.retry``), wire encoding.
 """
 from __future__ import annotations
 
@@ -34,12 +37,12 @@ from gevent.event import Event
 from tenacity import Retrying
 
 from ..clock import Clock
-from ..config import ClusterConfig, ReconnectPolicy
+from ..config import ClusterConfig, ReconnectPolicy, RetryPolicy
+from ..engine.provider import ProviderListener
 from ..errors import AuthError, ClientClosed, RemoteProtocolError, TopGunError, describe
 from ..protocol import messages as m
-from ..engine.provider import ProviderListener, Routing, backoff_delays
+from ..retry import VersionedEvent, backoff_delays, retrying
 from ..transport.connection import Connection
-from . import failover
 from .partition_map import LivePartitionMap, PartitionMap, single_node_map
 from .pool import CONNECTED, ConnectFn, ConnectionPool
 from .router import PartitionRouter, RoutingStats, unavailable
@@ -83,6 +86,7 @@ class ClusterProvider:
         map_wait: seconds to wait for a seed's PARTITION_MAP before treating it as standalone
             (default ``MAP_WAIT_S``, 1 s).
         on_map_updated, on_node_connected, on_node_lost: observability callbacks.
+        retry: the failover policy of requests (default: ``config.retry``).
     """
 
     def __init__(self, config: ClusterConfig, *, clock: Clock, connect: ConnectFn, reconnect: ReconnectPolicy,
@@ -90,8 +94,9 @@ class ClusterProvider:
                  on_map_updated: Optional[Callable[[PartitionMap], None]] = None,
                  on_node_connected: Optional[Callable[[str], None]] = None,
                  on_node_lost: Optional[Callable[[str, Optional[BaseException]], None]] = None,
-                 rng: Callable[[], float] = random.random) -> None:
+                 rng: Callable[[], float] = random.random, retry: Optional[RetryPolicy] = None) -> None:
         self.config = config
+        self.retry_policy = retry or config.retry
         self._clock = clock
         self._connect = connect
         self._policy = reconnect
@@ -102,7 +107,7 @@ class ClusterProvider:
         self.on_node_lost = on_node_lost
         self.pmap = LivePartitionMap()
         self.stats_counters = RoutingStats()
-        self._routing = Routing()
+        self._routing = VersionedEvent()
         self._pool = ConnectionPool(connect, clock=clock, policy=reconnect, size=config.connections_per_node,
                                     on_connected=self._node_connected, on_connection_lost=self._connection_lost,
                                     on_message=self._on_message, rng=rng)
@@ -123,6 +128,7 @@ class ClusterProvider:
         self._refresh_conn: Optional[Connection] = None
         self._rr = itertools.count()
         self.map_requests = 0
+        self.resent = 0  # writes the engine resent (see note_resent)
         self.last_error: Optional[BaseException] = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -349,13 +355,16 @@ class ClusterProvider:
     def wait_for_change(self, since: int, timeout: float) -> bool:
         return self._routing.wait_for_change(since, timeout)
 
-    def retrying(self, deadline: float, max_attempts: Optional[int] = None) -> Retrying:
-        """The failover policy for one request (used by the engine): waits for newer maps."""
+    def retrying(self, deadline: float) -> Retrying:
+        """The failover policy for one request: waits for newer partition maps."""
         def count(exc: BaseException) -> None:
             self.stats_counters.retries += 1
-        return failover.retrying(self.pmap, self.config.retry, self._clock, self.request_refresh,
-                                 deadline=deadline, max_attempts=max_attempts, on_retry=count,
-                                 give_up=lambda: self._closed)
+        return retrying(self.pmap, self.retry_policy, self._clock, self.request_refresh, deadline=deadline,
+                        on_retry=count, give_up=lambda: self._closed)
+
+    def note_resent(self, count: int) -> None:
+        """Writes the engine resent count as retries in ``stats``."""
+        self.resent += count
 
     # ------------------------------------------------------------------ observability
 
@@ -390,9 +399,7 @@ class ClusterProvider:
         """Routing counters: direct, forwarded, misses, retries (requests retried by failover
         plus writes the engine resent), and map_requests."""
         counters = self.stats_counters.as_dict()
-        engine_stats = getattr(self._listener, "stats", None)
-        if isinstance(engine_stats, dict):
-            counters["retries"] += int(engine_stats.get("resent", 0))
+        counters["retries"] += self.resent
         counters["map_requests"] = self.map_requests
         return counters
 

@@ -1,4 +1,4 @@
-"""ClusterProvider end to end over the in-memory FakeCluster (real Connection and SyncEngine, no sockets)."""
+"""ClusterProvider end to end over the in-memory FakeCluster (real Connection and WriteEngine, no sockets)."""
 from __future__ import annotations
 
 from typing import Any, Callable, List
@@ -72,7 +72,7 @@ def test_connects_to_every_node_in_the_map_not_only_the_seed(fake_cluster: Any, 
     assert set(states) == {"a", "b", "c"}
     assert all(s.state == "CONNECTED" and s.open_connections == 2 for s in states.values())
     assert sum(s.partitions for s in states.values()) == 271
-    assert len(client._engine.provider.open_connections()) == 6
+    assert len(client.runtime.provider.open_connections()) == 6
 
 
 def test_writes_go_to_the_partition_owner(fake_cluster: Any, client_factory: Any) -> None:
