@@ -375,6 +375,7 @@ class _StubConn:
 
     is_open = True
     url = "stub://"
+    cid = 1  # the engine keys its per-connection ack order by it
 
     def __init__(self) -> None:
         self.frames = 0
