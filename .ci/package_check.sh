@@ -65,7 +65,7 @@ import pathlib
 import topgun
 
 topgun.TopGunClient
-import topgun.cluster.cluster_client  # noqa: E402,F401
+import topgun.cluster.provider  # noqa: E402,F401
 for name in ("gevent-websocket", "ujson", "pytest", "flask", "django", "gunicorn", "locust"):
     try:
         md.version(name)

@@ -1,4 +1,4 @@
-"""Shared by benchmarks/bench_*.py: run ``python -m topgun.bench`` in fresh processes, take medians.
+"""Shared by benchmarks/bench_*.py: run ``python -m topgun.loadtest.bench`` in fresh processes, take medians.
 
 Each run is its own process (its own client, its own servers), configurations are interleaved
 round by round so a noisy minute on this shared machine hits all of them alike, and the
@@ -42,10 +42,10 @@ def git_commit() -> str:
 
 
 def run_once(args: Sequence[str], timeout: float = 900) -> Dict[str, Any]:
-    """One ``python -m topgun.bench ARGS --json F`` run; returns its JSON document (exit code kept)."""
+    """One ``python -m topgun.loadtest.bench ARGS --json F`` run; returns its JSON document (exit code kept)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run.json"
-        cmd = [sys.executable, "-m", "topgun.bench", *args, "--quiet", "--json", str(out)]
+        cmd = [sys.executable, "-m", "topgun.loadtest.bench", *args, "--quiet", "--json", str(out)]
         started = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
         if not out.exists():
@@ -95,7 +95,7 @@ def run_matrix(name: str, configs: List[Tuple[str, List[str]]], rounds: int = 3,
     result = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
               "commit": git_commit(),
               "rounds": rounds, "baseline": baseline,
-              "commands": {label: "python -m topgun.bench " + " ".join(args) for label, args in configs},
+              "commands": {label: "python -m topgun.loadtest.bench " + " ".join(args) for label, args in configs},
               "medians": medians, "runs": runs}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -71,7 +71,7 @@ def main() -> None:
                     for n, pid in pids.items()}
         out = Path(tmp) / "bench.json"
         cmd = [spy, "record", *gil, "-r", "200", "-f", "raw", "-o", str(raw / f"profile_{tag}_client.txt"), "--",
-               sys.executable, "-m", "topgun.bench", "throughput", "--seeds", seeds, "--users", a.users,
+               sys.executable, "-m", "topgun.loadtest.bench", "throughput", "--seeds", seeds, "--users", a.users,
                "--duration", str(a.duration), "--batch-size", a.batch_size, "--no-default-thresholds", "--quiet",
                "--json", str(out)] + [x for pid in pids.values() for x in ("--server-pid", str(pid))]
         subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=a.duration + 120)

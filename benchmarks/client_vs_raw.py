@@ -266,8 +266,8 @@ def run_client(url: str, name: str, run: int, args: argparse.Namespace, result: 
     client = TopGunClient(url, request_timeout=600.0)
     try:
         timed(lambda: CLIENT_MODES[name](client, items, args.greenlets), args.ops, result)
-        stats = client._engine.stats
-        reconnects = getattr(client._engine.provider, "reconnects", 0)
+        stats = client.runtime.engine.stats
+        reconnects = getattr(client.runtime.provider, "reconnects", 0)
         if stats.get("resent") or stats.get("server_errors") or reconnects:
             result.notes.append(f"run {run}: {stats.get('server_errors', 0)} ERRORs, {stats['resent']} ops resent, "
                                 f"{reconnects} reconnects")
@@ -294,7 +294,7 @@ def _area(filename: str, func: str) -> str:
 
 def frame_spread(url: str, n: int) -> str:
     """Median and range of distinct partitions per OP_BATCH frame the client sends in one put_all."""
-    import topgun.sync.engine as engine_module
+    import topgun.engine.engine as engine_module
     spreads: List[int] = []
     real = codec.encode_wire
 
@@ -375,6 +375,7 @@ class _StubConn:
 
     is_open = True
     url = "stub://"
+    cid = 1  # the engine keys its per-connection ack order by it
 
     def __init__(self) -> None:
         self.frames = 0
@@ -410,14 +411,15 @@ def breakdown(n: int) -> str:
     from types import SimpleNamespace
 
     from topgun.clock import GeventClock
+    from topgun.engine.engine import WriteEngine
     from topgun.maps import MapHandle
     from topgun.protocol.hlc import HLC
-    from topgun.sync.engine import SyncEngine
 
     clock = GeventClock()
     conn = _StubConn()
-    engine = SyncEngine(_StubProvider(conn), clock=clock, max_in_flight=10 ** 9)  # type: ignore[arg-type]
-    handle = MapHandle(SimpleNamespace(_engine=engine, _hlc=HLC("bench", clock.now_ms)), "bench")  # type: ignore[arg-type]
+    engine = WriteEngine(_StubProvider(conn), clock=clock, max_in_flight=10 ** 9)  # type: ignore[arg-type]
+    runtime: Any = SimpleNamespace(engine=engine, hlc=HLC("bench", clock.now_ms))
+    handle = MapHandle(SimpleNamespace(runtime=runtime), "bench")  # type: ignore[arg-type]
     items = make_items("breakdown", n)
     hashing._cache.clear()
     stages: List[Tuple[str, float]] = []
@@ -431,7 +433,7 @@ def breakdown(n: int) -> str:
     gc.disable()
     try:
         writes = stage("build and queue: key and value checks, HLC, PendingWrite  [maps._put, engine.submit_put]",
-                       lambda: [handle._put(k, v, None, None) for k, v in items])
+                       lambda: [handle._put(runtime, k, v, None, None) for k, v in items])
         ops = [w.wire() for w in writes]
         stage("flush: route, busy map, sort by partition (fnv1a32), encode OP_BATCH  [engine._flush_once]",
               engine._flush_once)

@@ -9,7 +9,7 @@ from gevent import subprocess  # stdlib Popen misreads exit codes once gevent re
 
 @pytest.mark.system
 def test_demo_kills_a_node_and_loses_nothing() -> None:
-    proc = subprocess.run([sys.executable, "-m", "topgun.demo", "--duration", "4", "--users", "5"],
+    proc = subprocess.run([sys.executable, "-m", "topgun.cli.demo", "--duration", "4", "--users", "5"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert ">>> SIGKILL" in proc.stdout

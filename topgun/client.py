@@ -1,37 +1,39 @@
 """TopGunClient: the one public client, for one server (``url=``) or a cluster (``cluster=``).
 
-The same API in both modes. Inside: a :class:`~topgun.sync.engine.SyncEngine` that asks a
-connection provider for connections: :class:`~topgun.sync.provider.SingleServerProvider`
-for ``url=``, :class:`~topgun.cluster.cluster_client.ClusterClient` for ``cluster=``.
+The same API in both modes. Inside: one :class:`~topgun.runtime.Runtime` (home, greenlets,
+write engine, request runner, live-query registry, HLC) over a connection provider:
+:class:`~topgun.engine.provider.SingleServerProvider` for ``url=``,
+:class:`~topgun.cluster.provider.ClusterProvider` for ``cluster=``. Handles reach it through
+``client.runtime``; the client hands down what its parts need and none of them reaches into it.
 Every blocking call returns or raises by its deadline; every error derives from
 :class:`topgun.TopGunError`.
 
 Threads and processes: the client's greenlets live on one hub, its home (see
 :mod:`topgun.threads`): the creating thread's hub under monkey-patching or in gevent code,
 else a loop thread of its own; public blocking methods may be called from any thread. After
-``os.fork()`` the child drops what it inherited and reconnects on first use (:mod:`topgun.forking`).
+``os.fork()`` the child drops its runtime whole and builds a new one on first use (the hooks
+are in :mod:`topgun.forking`; the reset is :meth:`TopGunClient._reset_in_child`).
+
+Not in here: the wire, batching, retries, routing (``protocol``, ``engine``, ``retry``,
+``cluster``); what a map can do (``maps``); live-query bookkeeping (``queries``).
 """
 from __future__ import annotations
 
 import logging
 import os
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, List, Optional
 
 import gevent
-from gevent.pool import Group
 
 from . import forking, threads
 from .clock import Clock, GeventClock
 from .config import ClientConfig, ClusterConfig
-from .errors import ClientClosed, ConnectTimeout, RemoteProtocolError, ServerError, TopGunError
+from .engine.provider import ConnectionProvider, SingleServerProvider
+from .errors import ClientClosed, ConnectTimeout, TopGunError
 from .maps import MapHandle
 from .protocol import messages as m
-from .protocol.hlc import HLC
-from .queries import Change, Subscription
-from .sync.engine import SyncEngine
-from .sync.provider import ConnectionProvider, SingleServerProvider
-from .sync.reads import walk_all
+from .runtime import Runtime
 from .transport.connection import Connection, TransportFactory
 
 # Imported here, not on first connect: a first import on the loop thread could be cut in half by
@@ -61,7 +63,7 @@ class TopGunClient:
         thread_mode: ``"auto"`` (default), ``"direct"`` (greenlets on the creating thread's hub)
             or ``"loop"`` (on a daemon thread of the client's own); see :mod:`topgun.threads`.
         **options: the remaining :class:`topgun.config.ClientConfig` fields
-            (write_concern, batch_size, max_in_flight, reconnect, node_id).
+            (write_concern, batch_size, max_in_flight, reconnect, retry, node_id).
 
     Raises:
         ConfigurationError: bad arguments.
@@ -77,10 +79,9 @@ class TopGunClient:
                                    connect_timeout=connect_timeout, **options)
         self.clock = clock or GeventClock()
         self.node_id = self.config.node_id or "py-" + uuid.uuid4().hex[:12]
-        self._hlc = HLC(self.node_id, self.clock.now_ms)
         self._transport_factory = transport_factory
         self._ping_interval = ping_interval
-        self._subs: Dict[str, Subscription] = {}
+        self._runtime: Optional[Runtime] = None
         self._closed = False
         self._start_pending = False
         self._starting = False
@@ -91,20 +92,19 @@ class TopGunClient:
         self._seams = clock is not None or transport_factory is not None
         mode = threads.choose_mode(thread_mode, seams=self._seams)
         if self.config.cluster is not None:
-            import topgun.cluster.cluster_client  # noqa: F401  (here, not first on the loop thread: see above)
-        forking.track(self)
+            import topgun.cluster.provider  # noqa: F401  (here, not first on the loop thread: see above)
+        forking.track(self, on_fork=self._reset_in_child, at_exit=self._close_at_exit)
         if mode == "loop" and not wait_connected:
             # Nothing to wait for, so start the loop thread (and connect) on first use: a process
             # that forks before using the client (gunicorn --preload) runs no thread of ours first.
-            self._home: Optional[threads.Home] = None
             self._start_pending = True
             return
-        self._home = threads.Home(mode)
+        home = threads.Home(mode)
         try:
-            self._home.run(self._start, wait_connected, what="TopGunClient()",
-                           timeout=self.config.connect_timeout + threads.GRACE_S)
+            home.run(self._start, home, wait_connected, what="TopGunClient()",
+                     timeout=self.config.connect_timeout + threads.GRACE_S)
         except BaseException:
-            self._home.close()
+            home.close()
             raise
 
     @classmethod
@@ -128,18 +128,16 @@ class TopGunClient:
             return cls(cluster=ClusterConfig(seeds=[url]), token=token, **options)
         return cls(url=url, token=token, **options)
 
-    def _start(self, wait_connected: bool) -> None:
-        """Build the provider and engine on the home's hub (also again in a forked child)."""
-        self._group = Group()
-        provider = self._make_provider()
-        self._engine = SyncEngine(
-            provider, clock=self.clock, write_concern=self.config.effective_write_concern,
-            batch_size=self.config.batch_size, max_in_flight=self.config.max_in_flight,
-            request_timeout=self.config.request_timeout, on_message=self._on_message,
-            on_disconnected=self._on_disconnected)
-        self._engine.start()
-        if wait_connected and not provider.wait_ready(self.config.connect_timeout):
-            error = provider.last_error
+    def _start(self, home: threads.Home, wait_connected: bool) -> None:
+        """Build and start a runtime on ``home``'s hub (also again in a forked child)."""
+        config = self.config
+        runtime = self._runtime = Runtime(
+            home, self._make_provider(), clock=self.clock, node_id=self.node_id,
+            write_concern=config.effective_write_concern, batch_size=config.batch_size,
+            max_in_flight=config.max_in_flight, request_timeout=config.request_timeout)
+        runtime.start()
+        if wait_connected and not runtime.wait_ready(config.connect_timeout):
+            error = runtime.last_error
             self._close_on_home()
             if isinstance(error, TopGunError) and not isinstance(error, ClientClosed):
                 raise error
@@ -150,10 +148,10 @@ class TopGunClient:
         if self.config.cluster is None:
             assert self.config.url is not None
             return SingleServerProvider(self.config.url, clock=self.clock, connect=self._connect,
-                                        reconnect=self.config.reconnect)
-        from .cluster.cluster_client import ClusterClient
-        self.cluster = ClusterClient(self.config.cluster, clock=self.clock, connect=self._connect,
-                                     reconnect=self.config.reconnect)
+                                        reconnect=self.config.reconnect, retry=self.config.effective_retry)
+        from .cluster.provider import ClusterProvider
+        self.cluster = ClusterProvider(self.config.cluster, clock=self.clock, connect=self._connect,
+                                       reconnect=self.config.reconnect, retry=self.config.effective_retry)
         return self.cluster  # type: ignore[no-any-return]
 
     def _connect(self, url: str, *, node_id: Optional[str] = None,
@@ -172,8 +170,27 @@ class TopGunClient:
         # Remember the sockets, so that a forked child can detach them (topgun.forking).
         return WebSocketTransport.connect(url, timeout, socket_module=self._sockets)
 
-    def _home_for_call(self) -> threads.Home:
-        """The home a public call runs on, started now if it was deferred or dropped by a fork."""
+    @property
+    def runtime(self) -> Runtime:
+        """What the client runs on (home, engine, request runner, live queries, HLC), for handles.
+
+        Looked up on every call: it is started here if it was deferred (``wait_connected=False``)
+        or dropped by a fork.
+
+        Raises:
+            ClientClosed: the client was closed before it ever started.
+        """
+        runtime = self._runtime
+        if runtime is None or self._start_pending:
+            return self._start_on_first_use()
+        return runtime
+
+    @property
+    def request_timeout(self) -> float:
+        """The default deadline of each blocking call, in seconds."""
+        return self.config.request_timeout
+
+    def _start_on_first_use(self) -> Runtime:
         if self._start_pending and not self._closed:
             with self._start_lock:  # held for the claim only, never while waiting
                 mine, self._starting = not self._starting, True
@@ -181,16 +198,15 @@ class TopGunClient:
                 try:
                     home = threads.Home(threads.choose_mode(self._thread_mode, seams=self._seams))
                     log.info("starting a %s home in pid %d on first use", home.mode, os.getpid())
-                    home.run(self._start, False, what="TopGunClient start on first use",
+                    home.run(self._start, home, False, what="TopGunClient start on first use",
                              timeout=self.config.connect_timeout + threads.GRACE_S)
-                    self._home = home
                 finally:
                     self._start_pending = self._starting = False
             else:
                 threads.wait_until(lambda: not self._start_pending, self.config.connect_timeout + threads.GRACE_S)
-        if self._home is None:
+        if self._runtime is None:
             raise ClientClosed("the client is closed")
-        return self._home
+        return self._runtime
 
     # ------------------------------------------------------------------ API
 
@@ -203,19 +219,19 @@ class TopGunClient:
     def ping(self, timeout: Optional[float] = None) -> float:
         """Round trip to a server, in seconds."""
         start = self.clock.monotonic()
-        self._engine.request(m.Ping(self.clock.now_ms()), timeout=timeout)
+        self.runtime.requests.request(m.Ping(self.clock.now_ms()), timeout=timeout)
         return self.clock.monotonic() - start
 
     @property
     def connected(self) -> bool:
-        self._home_for_call()  # in a forked child, looking counts as first use
-        return bool(self._engine.provider.open_connections())
+        # in a forked child, looking counts as first use
+        return bool(self.runtime.provider.open_connections())
 
     @property
     def pending_writes(self) -> int:
         """Writes queued or in flight, not yet acknowledged."""
-        self._home_for_call()
-        return self._engine.queued + self._engine.in_flight
+        engine = self.runtime.engine
+        return engine.queued + engine.in_flight
 
     def close(self) -> None:
         """Unsubscribe live queries, fail queued writes with ClientClosed, close connections."""
@@ -226,10 +242,11 @@ class TopGunClient:
         if self._start_pending:  # never started here (deferred, or dropped by a fork): nothing to close
             self._closed = True
             return
-        home = self._home
-        if home is None:  # already closed
+        runtime = self._runtime
+        if runtime is None:  # never started
             self._closed = True
             return
+        home = runtime.home
         try:
             home.run(self._close_on_home, timeout=5.0 + threads.GRACE_S, what="TopGunClient.close()")
         finally:
@@ -239,10 +256,13 @@ class TopGunClient:
         if self._closed:
             return
         self._closed = True
-        for sub in list(self._subs.values()):
-            sub.close()
-        self._group.kill(timeout=1.0)
-        self._engine.close()
+        if self._runtime is not None:
+            self._runtime.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (or the constructor gave up connecting)."""
+        return self._closed
 
     def __enter__(self) -> "TopGunClient":
         return self
@@ -253,64 +273,40 @@ class TopGunClient:
     @property
     def thread_mode(self) -> str:
         """Where the greenlets run: ``"direct"`` or ``"loop"`` (resolved from ``thread_mode=``)."""
-        return self._home_for_call().mode
+        return self.runtime.home.mode
 
     def _check_open(self) -> None:
         if self._closed:
             raise ClientClosed("the client is closed")
 
-    # ------------------------------------------------------------------ queries
+    # ------------------------------------------------------------------ fork and exit (topgun.forking calls these)
 
-    def _query_once(self, map_name: str, query: Dict[str, Any], fields: Optional[List[str]],
-                    timeout: Optional[float]) -> List[Tuple[str, Any]]:
-        self._check_open()
+    def _reset_in_child(self, forking_hub: Any) -> None:
+        """In a forked child: drop the inherited runtime whole; the next call starts a new one.
 
-        def attempt(conn: Connection, remaining: float) -> List[Tuple[str, Any]]:
-            query_id = uuid.uuid4().hex
-            start = self.clock.monotonic()
-            try:
-                reply = conn.request(m.QuerySub(query_id, map_name, query, fields), remaining)
-            finally:
-                if conn.is_open:
-                    conn.send(m.QueryUnsub(query_id))
-            if not isinstance(reply, m.QueryResp):
-                raise RemoteProtocolError(f"expected QUERY_RESP, got {reply.TYPE}")
-            if reply.has_more:
-                # The server stops at 10,000 results and cannot page. A whole map is still
-                # readable through its Merkle tree; a filtered query is not, so say so.
-                if query or fields:
-                    raise ServerError(f"the query on {map_name!r} matched more than the server returns at "
-                                      f"once ({len(reply.results)}); narrow it or pass limit=", code="TRUNCATED")
-                left = remaining - (self.clock.monotonic() - start)
-                return list(walk_all(conn, map_name, max(0.0, left)).items())
-            return [(r["key"], r.get("value")) for r in reply.results]
+        Runs inside ``os.fork()``: it neither blocks nor switches greenlets (see :mod:`topgun.forking`).
+        """
+        self._start_lock = threads.allocate_lock()  # the forking thread may have held it
+        runtime = self._runtime
+        if self._closed or self._start_pending or runtime is None:
+            return
+        self._runtime, self._start_pending = None, True
+        subs = runtime.queries.drop()  # the parent keeps its subscriptions; these never deliver
+        forking.bury(runtime, self.cluster, subs)
+        home = runtime.home
+        if home.mode == "direct" and home.hub is forking_hub:
+            # The hub lives on here: close the copy there (failing its pending writes with
+            # ClientClosed). Spawned before the sockets are detached, so it runs before any
+            # reader greenlet wakes up to a cancelled socket.
+            forking.reap(lambda: runtime.close(timeout=1.0, engine_timeout=1.0))
+        else:
+            home.abandon()
+        forking.close_fds(self._sockets.sever())
 
-        return self._engine.call(attempt, timeout=timeout)  # type: ignore[no-any-return]
-
-    def _subscribe(self, map_name: str, query: Dict[str, Any], fields: Optional[List[str]],
-                   on_change: Optional[Callable[[Change], None]], timeout: Optional[float]) -> Subscription:
-        self._check_open()
-        sub = Subscription(self, map_name, query, fields, on_change)
-        self._subs[sub.query_id] = sub
-        try:
-            return sub.open(timeout if timeout is not None else self.config.request_timeout)
-        except BaseException:
-            self._subs.pop(sub.query_id, None)
-            raise
-
-    def _forget_subscription(self, sub: Subscription) -> None:
-        self._subs.pop(sub.query_id, None)
-
-    def _on_message(self, conn: Connection, msg: m.Message) -> None:
-        if isinstance(msg, m.QueryUpdate):
-            sub = self._subs.get(msg.query_id)
-            if sub is not None:
-                sub._deliver(msg)
-
-    def _on_disconnected(self, conn: Connection, exc: Optional[BaseException]) -> None:
-        for sub in list(self._subs.values()):
-            if sub.conn is conn:
-                self._group.spawn(sub._connection_lost)
+    def _close_at_exit(self) -> None:
+        runtime = self._runtime
+        if runtime is not None and runtime.home.mode == "loop" and not self._closed and not self._start_pending:
+            self.close()
 
     def __repr__(self) -> str:
         mode = f"cluster {list(self.config.cluster.seeds)}" if self.config.cluster else self.config.url

@@ -11,11 +11,10 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
+from .protocol.fastpath import WRITE_CONCERNS
 
 __all__ = ["RetryPolicy", "ReconnectPolicy", "ClusterConfig", "ClientConfig", "check_url",
            "WRITE_CONCERNS"]
-
-WRITE_CONCERNS = ("FIRE_AND_FORGET", "MEMORY", "APPLIED", "REPLICATED", "PERSISTED")
 
 TokenSource = Union[None, str, Callable[[], Optional[str]]]
 
@@ -118,8 +117,9 @@ class ClientConfig:
     write_concern: Optional[str] = None  # None: APPLIED for one server, REPLICATED for a cluster
     batch_size: int = 500
     max_in_flight: int = 2000
-    auth_wait: float = 0.5
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    # None: the cluster's ClusterConfig.retry in cluster mode, RetryPolicy() for one server
+    retry: Optional[RetryPolicy] = None
     node_id: Optional[str] = None
 
     def __post_init__(self) -> None:
@@ -131,7 +131,11 @@ class ClientConfig:
             raise ConfigurationError("cluster= must be a topgun.ClusterConfig")
         _positive("request_timeout", self.request_timeout)
         _positive("connect_timeout", self.connect_timeout)
-        _positive("auth_wait", self.auth_wait)
+        if self.retry is not None:
+            if not isinstance(self.retry, RetryPolicy):
+                raise ConfigurationError("retry= must be a topgun.RetryPolicy")
+            if self.cluster is not None and self.cluster.retry not in (RetryPolicy(), self.retry):
+                raise ConfigurationError("give the retry policy once: retry= or ClusterConfig(retry=), not both")
         if self.write_concern is not None and self.write_concern not in WRITE_CONCERNS:
             raise ConfigurationError(
                 f"write_concern must be one of {', '.join(WRITE_CONCERNS)}, got {self.write_concern!r}")
@@ -156,6 +160,13 @@ class ClientConfig:
         if self.write_concern is not None:
             return self.write_concern
         return "REPLICATED" if self.cluster is not None else "APPLIED"
+
+    @property
+    def effective_retry(self) -> RetryPolicy:
+        """The failover policy of requests, in either mode."""
+        if self.retry is not None:
+            return self.retry
+        return self.cluster.retry if self.cluster is not None else RetryPolicy()
 
     @property
     def endpoints(self) -> Tuple[str, ...]:

@@ -8,16 +8,20 @@ its greenlets, engine and subscriptions are dropped, and the next call in the ch
 fresh home and connects again, lazily. Subscriptions do not survive a fork (the parent keeps
 them); open new ones in the child.
 
-What happens to the inherited machinery depends on where it lived:
+This module keeps the hook registry and the helpers; what to drop is the client's business:
+``track(owner, on_fork=..., at_exit=...)`` registers two callables (held weakly, as bound
+methods of a live owner), and the client's ``on_fork`` drops its runtime whole with
+:func:`bury`, :func:`reap` and :func:`close_fds`. What happens to the inherited machinery
+depends on where it lived:
 
 - On a loop thread (``thread_mode="loop"``): that thread does not exist in the child, so
-  nothing can run its greenlets. They are kept referenced for ever (``_BURIED``), because
+  nothing can run its greenlets. They are kept referenced for ever (:func:`bury`), because
   collecting a suspended greenlet throws GreenletExit into it, and its ``finally`` blocks were
   written for a live connection.
 - On the forking thread's own hub (``"direct"``): that hub lives on in the child, so a reaper
-  greenlet is spawned at the fork; it closes the old engine (which fails the copied pending
-  writes with ClientClosed) and kills its greenlets. The sockets are already detached, so
-  nothing it does can reach the parent's streams.
+  greenlet is spawned at the fork (:func:`reap`); it closes the old runtime (which fails the
+  copied pending writes with ClientClosed) and kills its greenlets. The sockets are already
+  detached, so nothing it does can reach the parent's streams.
 
 The hook itself neither blocks nor switches greenlets: it runs inside ``os.fork()``, before
 gevent has reinitialised its loop. If the process is not monkey-patched (so gevent's own fork
@@ -25,6 +29,8 @@ wrapper did not run) and the forking thread has a hub, the hook calls ``gevent.r
 
 At interpreter exit, loop-mode clients still open are closed (briefly), so their servers see a
 clean WebSocket close rather than a reset.
+
+Not in here: what a client holds or how it restarts (``topgun.client``), threads (``topgun.threads``).
 """
 from __future__ import annotations
 
@@ -33,27 +39,23 @@ import logging
 import os
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, List
+from typing import Any, Callable, List, Tuple
 
 import gevent
 from gevent import monkey
 from gevent import socket as gsocket
 from gevent._hub_local import get_hub_if_exists
 
-from . import threads
-
-if TYPE_CHECKING:
-    from .client import TopGunClient
-
 log = logging.getLogger(__name__)
 
-__all__ = ["SocketTracker", "track", "forks_seen"]
+__all__ = ["SocketTracker", "track", "bury", "reap", "close_fds", "forks_seen"]
 
 # The real close(2): gevent (26+) patches os.close to defer through the hub's loop, which must
 # not run inside a fork hook and may never run again for a loop thread's hub.
 _close_fd: Any = monkey.get_original("os", "close")
 
-_clients: "weakref.WeakSet[TopGunClient]" = weakref.WeakSet()
+_Hooks = Tuple["weakref.WeakMethod[Callable[[Any], None]]", "weakref.WeakMethod[Callable[[], None]]"]
+_hooks: "weakref.WeakKeyDictionary[Any, _Hooks]" = weakref.WeakKeyDictionary()
 _BURIED: List[Any] = []
 _installed = False
 _install_lock = threading.Lock()
@@ -87,56 +89,43 @@ class SocketTracker:
         return sum(1 for s in list(self._sockets) if s.fileno() >= 0)
 
 
-def track(client: "TopGunClient") -> None:
-    """Reset ``client`` in forked children and close it at exit (installs the hooks once)."""
+def track(owner: Any, *, on_fork: Callable[[Any], None], at_exit: Callable[[], None]) -> None:
+    """Call ``on_fork(forking_hub)`` in forked children and ``at_exit()`` at interpreter exit.
+
+    Both must be bound methods of ``owner``; they are held weakly, so tracking keeps nothing
+    alive. ``on_fork`` runs inside ``os.fork()``: it must neither block nor switch greenlets.
+    The hooks are installed once per process.
+    """
     global _installed
     with _install_lock:
         if not _installed:
             os.register_at_fork(after_in_child=_after_fork_in_child)
             atexit.register(_close_at_exit)
             _installed = True
-    _clients.add(client)
+    _hooks[owner] = (weakref.WeakMethod(on_fork), weakref.WeakMethod(at_exit))  # type: ignore[arg-type]
 
 
-def _after_fork_in_child() -> None:
-    global _install_lock, forks_seen
-    _install_lock = threading.Lock()  # it was held by the forking thread; a fresh one is free
-    forks_seen += 1
-    forking_hub = get_hub_if_exists()
-    for client in list(_clients):
+def bury(*things: Any) -> None:
+    """Keep ``things`` referenced for ever (greenlets that must never be collected; see above)."""
+    _BURIED.append(things)
+
+
+def reap(close: Callable[[], None]) -> None:
+    """Run ``close()`` in a greenlet of the forking thread's hub, as soon as it runs (errors logged)."""
+    def run() -> None:
         try:
-            _reset_in_child(client, forking_hub)
-        except Exception:  # never let one client break the fork of the whole process
-            log.exception("resetting %r after fork failed", client)
-    if forking_hub is not None and not monkey.is_module_patched("os"):
-        gevent.reinit()
+            close()
+        except Exception:
+            log.debug("closing what was inherited from the parent failed", exc_info=True)
+    _BURIED.append(gevent.spawn(run))
 
 
-def _reset_in_child(client: "TopGunClient", forking_hub: Any) -> None:
-    client._start_lock = threads.allocate_lock()  # the forking thread may have held it
-    if client._closed or client._start_pending:
-        return
-    home, engine, group = client._home, client._engine, client._group
-    subs = list(client._subs.values())
-    client._subs = {}
-    for sub in subs:
-        sub.closed = True  # the parent keeps its subscriptions; these copies never deliver
-    client._start_pending = True
-    _BURIED.append((home, engine, group, client.cluster, subs))
-    home_here = home is not None and home.mode == "direct" and home.hub is forking_hub
-    if home_here:
-        # Spawned before the sockets are detached, so the reaper runs before any reader
-        # greenlet wakes up to a cancelled socket.
-        _BURIED.append(gevent.spawn(_reap, engine, group))
-    elif home is not None:
-        home.abandon()
-    # Closed now, with the real close(2): libev drops watchers whose descriptor went away
-    # (EBADF when it re-arms them after the fork) and wakes their greenlets, which then fail
-    # on the detached socket objects without reading a byte.
-    _close_all(client._sockets.sever())
+def close_fds(fds: List[int]) -> None:
+    """Close descriptors with the real close(2).
 
-
-def _close_all(fds: List[int]) -> None:
+    libev drops watchers whose descriptor went away (EBADF when it re-arms them after the fork)
+    and wakes their greenlets, which then fail on the detached socket objects without reading a byte.
+    """
     for fd in fds:
         try:
             _close_fd(fd)
@@ -144,19 +133,29 @@ def _close_all(fds: List[int]) -> None:
             pass
 
 
-def _reap(engine: Any, group: Any) -> None:
-    try:
-        group.kill(timeout=1.0)
-        engine.close(timeout=1.0)
-    except Exception:
-        log.debug("closing the engine inherited from the parent failed", exc_info=True)
+def _after_fork_in_child() -> None:
+    global _install_lock, forks_seen
+    _install_lock = threading.Lock()  # it was held by the forking thread; a fresh one is free
+    forks_seen += 1
+    forking_hub = get_hub_if_exists()
+    for owner, (on_fork, _) in list(_hooks.items()):
+        hook = on_fork()
+        if hook is None:
+            continue
+        try:
+            hook(forking_hub)
+        except Exception:  # never let one client break the fork of the whole process
+            log.exception("resetting %r after fork failed", owner)
+    if forking_hub is not None and not monkey.is_module_patched("os"):
+        gevent.reinit()
 
 
 def _close_at_exit() -> None:
-    for client in list(_clients):
-        home = getattr(client, "_home", None)
-        if home is not None and home.mode == "loop" and not client._closed and not client._start_pending:
-            try:
-                client.close()
-            except Exception:
-                log.debug("closing %r at exit failed", client, exc_info=True)
+    for owner, (_, at_exit) in list(_hooks.items()):
+        hook = at_exit()
+        if hook is None:
+            continue
+        try:
+            hook()
+        except Exception:
+            log.debug("closing %r at exit failed", owner, exc_info=True)

@@ -1,28 +1,41 @@
-"""MapHandle: the operations on one named map. Builds wire ops; the engine does the IO.
+"""MapHandle: the operations on one named map, over the client's runtime.
 
 Writes are last-writer-wins records stamped with the client's HLC. ``set`` returns once the
 server acknowledged the write; ``set_async`` returns an ``AsyncResult`` at once. Keys must
 be ``str`` and values must be msgpack-encodable (dict, list, str, bytes, int, float, bool,
 None); anything else raises ``ConfigurationError`` before it is queued.
+
+The handle keeps no state of its own beyond its name: every call looks up ``client.runtime``
+(a forked child gets a new one) and uses only its public members: the write engine, the
+request runner, the query registry and the HLC.
+
+Not in here: wire shapes (``topgun.protocol.fastpath``), batching and acks (``topgun.engine``),
+live-query bookkeeping (``topgun.queries``).
 """
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Protocol, Tuple, Union
 
 import gevent
 from gevent.event import AsyncResult
 
 from . import threads
+from .engine.reads import MISSING, point_read
+from .engine.writes import PendingWrite
 from .errors import ConfigurationError, TopGunError
 from .protocol import codec
-from .queries import Change, Subscription, build_query
-from .sync.reads import MISSING, point_read
+from .queries import Change, Subscription, build_query, query_once
+from .runtime import Runtime
 
-if TYPE_CHECKING:
-    from .client import TopGunClient
+__all__ = ["MapHandle", "RuntimeSource"]
 
-__all__ = ["MapHandle"]
+
+class RuntimeSource(Protocol):
+    """What a handle holds on to: something that gives the current runtime (the client)."""
+
+    @property
+    def runtime(self) -> Runtime: ...
 
 _MAX_VALUE_BYTES = codec.MAX_FRAME_BYTES - 4096
 _YIELD_EVERY = 500  # put_all lets other greenlets run after this many entries (no hub held > 0.1 s)
@@ -60,31 +73,33 @@ def _check_value(value: Any) -> None:
 class MapHandle:
     """A named map. Obtain it with ``client.map(name)``."""
 
-    def __init__(self, client: "TopGunClient", name: str) -> None:
+    def __init__(self, client: "RuntimeSource", name: str) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"map names must be non-empty str, got {name!r}")
         self._client = client
         self.name = name
 
     @property
-    def _engine(self) -> Any:  # looked up per call: a forked child replaces the client's engine
-        return self._client._engine
+    def runtime(self) -> Runtime:
+        """The client's current runtime (looked up per call: a forked child gets a new one)."""
+        return self._client.runtime
 
     # ------------------------------------------------------------------ writes
 
-    def _put(self, key: str, value: Any, ttl: Optional[float], timeout: Optional[float]) -> Any:
+    def _put(self, runtime: Runtime, key: str, value: Any, ttl: Optional[float],
+             timeout: Optional[float]) -> PendingWrite:
         _check_key(key)
         _check_value(value)
         if ttl is not None:
             # Refused rather than sent: both servers store ttlMs and never expire the entry (WIRE.md 4.2).
             raise ConfigurationError(f"ttl={ttl!r} is not supported: neither the TopGun 2.2.0 server nor the "
                                      "dev cluster expires entries, so the value would live on; remove it yourself")
-        return self._engine.submit_put(self.name, key, value, self._client._hlc.now(), timeout=timeout)
+        return runtime.engine.submit_put(self.name, key, value, runtime.hlc.now(), timeout=timeout)
 
-    def _remove(self, key: str, timeout: Optional[float]) -> Any:
+    def _remove(self, runtime: Runtime, key: str, timeout: Optional[float]) -> PendingWrite:
         _check_key(key)
-        return self._engine.submit_put(self.name, key, None, self._client._hlc.now(), timeout=timeout,
-                                       op_type="REMOVE")
+        return runtime.engine.submit_put(self.name, key, None, runtime.hlc.now(), timeout=timeout,
+                                         op_type="REMOVE")
 
     @threads.blocking()
     def set(self, key: str, value: Any, *, ttl: Optional[float] = None, timeout: Optional[float] = None) -> None:
@@ -94,7 +109,8 @@ class MapHandle:
             ConfigurationError: bad key or value.
             OperationTimeout: not acknowledged within ``timeout`` (default: request_timeout).
         """
-        self._engine.wait([self._put(key, value, ttl, timeout)])
+        runtime = self._client.runtime
+        runtime.engine.wait([self._put(runtime, key, value, ttl, timeout)])
 
     put = set
 
@@ -102,18 +118,19 @@ class MapHandle:
     def set_async(self, key: str, value: Any, *, ttl: Optional[float] = None,
                   timeout: Optional[float] = None) -> AsyncResult:
         """Queue a write; the returned AsyncResult completes on acknowledgement."""
-        return self._put(key, value, ttl, timeout).result
+        return self._put(self._client.runtime, key, value, ttl, timeout).result
 
     @threads.blocking()
     def remove(self, key: str, *, timeout: Optional[float] = None) -> None:
         """Delete ``key`` and wait for the acknowledgement."""
-        self._engine.wait([self._remove(key, timeout)])
+        runtime = self._client.runtime
+        runtime.engine.wait([self._remove(runtime, key, timeout)])
 
     delete = remove
 
     @threads.blocking()
     def remove_async(self, key: str, *, timeout: Optional[float] = None) -> AsyncResult:
-        return self._remove(key, timeout).result
+        return self._remove(self._client.runtime, key, timeout).result
 
     @threads.blocking()
     def put_all(self, items: Union[Mapping[str, Any], Iterable[Tuple[str, Any]]], *,
@@ -126,13 +143,14 @@ class MapHandle:
         after the others finished.
         """
         pairs = iter(items.items() if isinstance(items, Mapping) else items)
-        engine = self._engine
+        runtime = self._client.runtime
+        engine = runtime.engine
         deadline = engine.clock.monotonic() + (engine.request_timeout if timeout is None else timeout)
         # Queue a window at a time, two windows in flight: the server keeps busy while a bounded
         # number of writes is alive (tens of thousands queued at once cost more in garbage
         # collection than in sending), and the hub is never held for long.
         window = max(_YIELD_EVERY, min(engine.max_in_flight, 5000))
-        outstanding: List[List[Any]] = []
+        outstanding: List[List[PendingWrite]] = []
         count = 0
         error: Optional[BaseException] = None
         while True:
@@ -146,7 +164,7 @@ class MapHandle:
                 for writes in outstanding:  # what was queued before is seen through, then we fail
                     engine.settle(writes)
                 raise
-            ops = [self._put(k, v, None, remaining) for k, v in chunk]
+            ops = [self._put(runtime, k, v, None, remaining) for k, v in chunk]
             if ops:
                 outstanding.append(ops)
                 count += len(ops)
@@ -169,8 +187,8 @@ class MapHandle:
     def get(self, key: str, default: Any = None, *, timeout: Optional[float] = None) -> Any:
         """The value the server holds for ``key``, or ``default``."""
         _check_key(key)
-        value = self._engine.call(lambda conn, remaining: point_read(conn, self.name, key, remaining),
-                                  key=key, timeout=timeout)
+        value = self._client.runtime.requests.call(
+            lambda conn, remaining: point_read(conn, self.name, key, remaining), key=key, timeout=timeout)
         return default if value is MISSING else value
 
     def __contains__(self, key: str) -> bool:
@@ -181,7 +199,8 @@ class MapHandle:
               sort: Optional[Dict[str, str]] = None, limit: Optional[int] = None,
               fields: Optional[List[str]] = None, timeout: Optional[float] = None) -> List[Tuple[str, Any]]:
         """A one-shot query: (key, value) pairs in the server's order."""
-        return self._client._query_once(self.name, build_query(where, predicate, sort, limit), fields, timeout)
+        return query_once(self._client.runtime.requests, self.name, build_query(where, predicate, sort, limit),
+                          fields, timeout)
 
     @threads.blocking()
     def entries(self, *, timeout: Optional[float] = None) -> Dict[str, Any]:
@@ -214,7 +233,7 @@ class MapHandle:
         holds the current matching entries. Close it with ``.close()`` or a ``with`` block.
         """
         query = build_query(where, predicate, sort, limit)
-        return self._client._subscribe(self.name, query, fields, on_change, timeout)
+        return self._client.runtime.queries.subscribe(self.name, query, fields, on_change, timeout)
 
     watch = subscribe
 

@@ -1,4 +1,9 @@
-"""Live queries: build a query, subscribe to it, receive changes until ``close()``.
+"""Queries: build a query, run it once, or subscribe to it and receive changes until ``close()``.
+
+:func:`query_once` runs a one-shot QUERY_SUB (and its QUERY_UNSUB) through the request runner.
+:class:`QueryRegistry` holds the live subscriptions of one client runtime. It is a listener of
+the connection provider's push stream: QUERY_UPDATE frames go straight to their subscription,
+and a lost connection makes its subscriptions subscribe again.
 
 A :class:`Subscription` holds one QUERY_SUB on one connection. Its ``results`` start as the
 server's QUERY_RESP and follow every QUERY_UPDATE. Changes arrive through the callback or,
@@ -10,23 +15,30 @@ sends QUERY_UNSUB: the server keeps subscriptions of closed sockets otherwise.
 Query semantics are the server's (WIRE.md section 7): ``where`` is exact equality on top-level
 fields of map values; ``predicate`` is a tree built with :class:`P`; ``sort`` uses its first
 key only; ``limit`` is not re-applied to live updates.
+
+Not in here: choosing connections and retrying (``topgun.engine``), the map handle
+(``topgun.maps``), threads (every blocking call runs on the runtime's home via ``threads.blocking``).
 """
 from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import gevent
 from gevent.queue import Empty, Queue
 
 from . import threads
-from .errors import ClientClosed, ConfigurationError, OperationTimeout, TopGunError
+from .clock import Clock
+from .engine.reads import walk_all
+from .engine.requests import RequestRunner
+from .errors import ClientClosed, ConfigurationError, OperationTimeout, RemoteProtocolError, ServerError, TopGunError
 from .protocol import messages as m
+from .transport.connection import Connection
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Change", "P", "Subscription", "build_query"]
+__all__ = ["Change", "P", "Subscription", "QueryRegistry", "build_query", "query_once"]
 
 
 class Change(NamedTuple):
@@ -98,12 +110,129 @@ def build_query(where: Optional[Dict[str, Any]] = None, predicate: Optional[Dict
     return query
 
 
+def query_once(requests: RequestRunner, map_name: str, query: Dict[str, Any], fields: Optional[List[str]],
+               timeout: Optional[float]) -> List[Tuple[str, Any]]:
+    """A one-shot query: (key, value) pairs in the server's order (see ``MapHandle.query``)."""
+    clock = requests.clock
+
+    def attempt(conn: Connection, remaining: float) -> List[Tuple[str, Any]]:
+        query_id = uuid.uuid4().hex
+        start = clock.monotonic()
+        try:
+            reply = conn.request(m.QuerySub(query_id, map_name, query, fields), remaining)
+        finally:
+            if conn.is_open:
+                conn.send(m.QueryUnsub(query_id))
+        if not isinstance(reply, m.QueryResp):
+            raise RemoteProtocolError(f"expected QUERY_RESP, got {reply.TYPE}")
+        if reply.has_more:
+            # The server stops at 10,000 results and cannot page. A whole map is still
+            # readable through its Merkle tree; a filtered query is not, so say so.
+            if query or fields:
+                raise ServerError(f"the query on {map_name!r} matched more than the server returns at "
+                                  f"once ({len(reply.results)}); narrow it or pass limit=", code="TRUNCATED")
+            left = remaining - (clock.monotonic() - start)
+            return list(walk_all(conn, map_name, max(0.0, left)).items())
+        return [(r["key"], r.get("value")) for r in reply.results]
+
+    return requests.call(attempt, timeout=timeout)  # type: ignore[no-any-return]
+
+
+class QueryRegistry:
+    """The live subscriptions of one client runtime; a ``ProviderListener`` of its provider.
+
+    Args:
+        requests: runs each QUERY_SUB (with failover retries).
+        home: where the subscriptions' blocking calls run.
+        spawn: starts a greenlet owned by the runtime (resubscribing after a lost connection).
+    """
+
+    def __init__(self, requests: RequestRunner, *, home: threads.Home,
+                 spawn: Callable[..., gevent.Greenlet]) -> None:
+        self.requests = requests
+        self.home = home
+        self._spawn = spawn
+        self._subs: Dict[str, "Subscription"] = {}
+        self._closed = False
+
+    @property
+    def clock(self) -> Clock:
+        return self.requests.clock
+
+    @property
+    def request_timeout(self) -> float:
+        return self.requests.request_timeout
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self.requests.closed
+
+    def subscribe(self, map_name: str, query: Dict[str, Any], fields: Optional[List[str]],
+                  on_change: Optional[Callable[[Change], None]], timeout: Optional[float]) -> "Subscription":
+        """Open a live query (see ``MapHandle.subscribe``)."""
+        if self.closed:
+            raise ClientClosed("the client is closed")
+        sub = Subscription(self, map_name, query, fields, on_change)
+        self._subs[sub.query_id] = sub
+        try:
+            return sub.open(timeout if timeout is not None else self.request_timeout)
+        except BaseException:
+            self._subs.pop(sub.query_id, None)
+            raise
+
+    def forget(self, sub: "Subscription") -> None:
+        self._subs.pop(sub.query_id, None)
+
+    def __len__(self) -> int:
+        return len(self._subs)
+
+    def close(self) -> None:
+        """Close every subscription (each sends its QUERY_UNSUB)."""
+        self._closed = True
+        for sub in list(self._subs.values()):
+            sub.close()
+
+    def drop(self) -> List["Subscription"]:
+        """After a fork: mark every subscription closed without a word to the server; returns them."""
+        self._closed = True
+        subs, self._subs = list(self._subs.values()), {}
+        for sub in subs:
+            sub.closed = True  # the parent keeps its subscriptions; these copies never deliver
+        return subs
+
+    # ProviderListener -------------------------------------------------------------------
+
+    def on_connected(self, conn: Connection) -> None:
+        pass
+
+    def on_map_updated(self, version: int) -> None:
+        pass
+
+    def on_message(self, conn: Connection, msg: m.Message) -> None:
+        if isinstance(msg, m.QueryUpdate):
+            sub = self._subs.get(msg.query_id)
+            if sub is not None:
+                sub._deliver(msg)
+
+    def on_disconnected(self, conn: Connection, exc: Optional[BaseException]) -> None:
+        for sub in list(self._subs.values()):
+            if sub.conn is conn:
+                self._spawn(sub._connection_lost)
+
+    def __repr__(self) -> str:
+        return f"<QueryRegistry subscriptions={len(self._subs)}{' closed' if self._closed else ''}>"
+
+
+def _registry(sub: "Subscription") -> QueryRegistry:
+    return sub._registry
+
+
 class Subscription:
     """A live query. Iterate it, or pass ``on_change``; always ``close()`` it (or use ``with``)."""
 
-    def __init__(self, client: Any, map_name: str, query: Dict[str, Any], fields: Optional[List[str]],
+    def __init__(self, registry: QueryRegistry, map_name: str, query: Dict[str, Any], fields: Optional[List[str]],
                  on_change: Optional[Callable[[Change], None]]) -> None:
-        self._client = client
+        self._registry = registry
         self.map_name = map_name
         self.query = query
         self.fields = fields
@@ -118,7 +247,7 @@ class Subscription:
         # it held right behind QUERY_RESP, and the reader delivers them before _subscribe resumes.
         self._held: Optional[List[m.QueryUpdate]] = None
 
-    # called by the client --------------------------------------------------------
+    # called by the registry ------------------------------------------------------
 
     def open(self, timeout: float) -> "Subscription":
         self._subscribe(timeout, initial=True)
@@ -134,7 +263,7 @@ class Subscription:
 
         self._held = []
         try:
-            reply = self._client._engine.call(attempt, timeout=timeout)
+            reply = self._registry.requests.call(attempt, timeout=timeout)
         finally:
             held, self._held = self._held, None
         fresh = {r["key"]: r.get("value") for r in reply.results}
@@ -181,9 +310,10 @@ class Subscription:
     def _connection_lost(self) -> None:
         """Resubscribe elsewhere, for as long as the subscription is open."""
         self.conn = None
-        while not self.closed and not self._client._engine.closed:
+        registry = self._registry
+        while not self.closed and not registry.closed:
             try:
-                self._subscribe(self._client.config.request_timeout, initial=False)
+                self._subscribe(registry.request_timeout, initial=False)
                 self.resubscribes += 1
                 log.info("query %s on %s resubscribed", self.query_id, self.map_name)
                 return
@@ -191,11 +321,11 @@ class Subscription:
                 return
             except TopGunError as exc:
                 log.info("resubscribing query %s failed (%s); retrying", self.query_id, exc)
-                self._client.clock.sleep(0.2)
+                registry.clock.sleep(0.2)
 
     # public ------------------------------------------------------------------------
 
-    @threads.blocking(none_waits_forever=True)
+    @threads.blocking(none_waits_forever=True, host=_registry)
     def get(self, timeout: Optional[float] = None) -> Change:
         """Next change (only without ``on_change``). Raises OperationTimeout after ``timeout``."""
         try:
@@ -210,13 +340,13 @@ class Subscription:
             except OperationTimeout:
                 continue
 
-    @threads.blocking(wait=5.0)
+    @threads.blocking(wait=5.0, host=_registry)
     def close(self) -> None:
         """Stop receiving changes and unsubscribe on the server."""
         if self.closed:
             return
         self.closed = True
-        self._client._forget_subscription(self)
+        self._registry.forget(self)
         conn = self.conn
         if conn is not None and conn.is_open:
             try:

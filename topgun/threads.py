@@ -1,6 +1,6 @@
 """Which thread a client's greenlets live on, and how calls from other threads reach them.
 
-A :class:`~topgun.TopGunClient` keeps its connections, reader greenlets and SyncEngine on one
+A :class:`~topgun.TopGunClient` keeps its connections, reader greenlets and engine on one
 gevent hub, its *home*. Two kinds of home:
 
 ``direct``
@@ -29,7 +29,7 @@ thread. ``*_async`` methods called from another thread return a :class:`ThreadFu
 (a ``concurrent.futures.Future`` that also has AsyncResult's ``get``) instead of an
 ``AsyncResult``, which belongs to the home's hub.
 
-Not in here: choosing connections, retries (``sync``/``cluster``); fork handling (``forking``).
+Not in here: choosing connections, retries (``engine``/``cluster``); fork handling (``forking``).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ import inspect
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Optional, Protocol, Tuple, TypeVar
 
 import gevent
 import gevent.event
@@ -50,7 +50,7 @@ from .errors import ClientClosed, ConfigurationError, OperationTimeout
 
 log = logging.getLogger(__name__)
 
-__all__ = ["THREAD_MODES", "GRACE_S", "Home", "LoopThread", "ThreadFuture", "blocking", "choose_mode",
+__all__ = ["THREAD_MODES", "GRACE_S", "Home", "Hosted", "LoopThread", "ThreadFuture", "blocking", "choose_mode",
            "is_patched", "current_thread_ident", "allocate_lock", "wait_until"]
 
 THREAD_MODES = ("auto", "direct", "loop")
@@ -404,10 +404,27 @@ def _monotonic() -> float:
 
 # -- the decorator on public blocking methods ----------------------------------------------------
 
-def blocking(wait: Any = "timeout", *, none_waits_forever: bool = False) -> Callable[[F], F]:
-    """Run the decorated public method on its client's home, from any thread.
+class Hosted(Protocol):
+    """What :func:`blocking` needs to know about the object whose method it wraps."""
 
-    ``self`` is the client or has a ``_client``. ``wait`` sets how long a caller on another
+    @property
+    def home(self) -> "Home": ...           # where the call runs
+
+    @property
+    def request_timeout(self) -> float: ...  # the default budget of a call
+
+
+def _runtime(owner: Any) -> Hosted:
+    return owner.runtime  # type: ignore[no-any-return]
+
+
+def blocking(wait: Any = "timeout", *, none_waits_forever: bool = False,
+             host: Callable[[Any], Hosted] = _runtime) -> Callable[[F], F]:
+    """Run the decorated public method on its owner's home, from any thread.
+
+    ``host(self)`` says where (default: ``self.runtime``, which the client and the handles
+    give; looking it up may start a client deferred to first use, and raises ClientClosed
+    once it is gone). ``wait`` sets how long a caller on another
     thread waits (plus :data:`GRACE_S`): ``"timeout"`` reads the method's ``timeout`` argument
     (if that is None: the client's ``request_timeout``, or no limit with ``none_waits_forever``),
     a number is a fixed budget, None waits as long as the home lives.
@@ -419,8 +436,8 @@ def blocking(wait: Any = "timeout", *, none_waits_forever: bool = False) -> Call
 
         @functools.wraps(method)
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            client = getattr(self, "_client", self)
-            home = client._home_for_call()
+            hosted = host(self)
+            home = hosted.home
             if home.is_current():
                 return method(self, *args, **kwargs)
             if wait == "timeout":
@@ -428,7 +445,7 @@ def blocking(wait: Any = "timeout", *, none_waits_forever: bool = False) -> Call
                 if timeout is None and position is not None and len(args) > position:
                     timeout = args[position]
                 if timeout is None:
-                    budget: Optional[float] = None if none_waits_forever else client.config.request_timeout + GRACE_S
+                    budget: Optional[float] = None if none_waits_forever else hosted.request_timeout + GRACE_S
                 else:
                     budget = timeout + GRACE_S
             else:

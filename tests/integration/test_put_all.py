@@ -24,7 +24,7 @@ def test_many_windows_are_all_acknowledged_and_readable(client):
 
 def test_a_bad_value_fails_its_window_only(client):
     users = client.map("bulk-bad")
-    window = client._engine.max_in_flight                        # put_all's window (at most 5000)
+    window = client.runtime.engine.max_in_flight                        # put_all's window (at most 5000)
     good = [(f"k{i}", i) for i in range(window + window // 2)]   # one window and a half
     with pytest.raises(topgun.ConfigurationError, match="msgpack"):
         users.put_all(good + [("bad", object()), ("after", 1)])

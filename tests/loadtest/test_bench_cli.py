@@ -19,7 +19,7 @@ CORE_KEYS = ("ops_per_s", "success_rate", "p50_ms", "p95_ms", "p99_ms", "errors"
 
 def bench(tmp_path: Path, *args: str, timeout: float = 120) -> Tuple[int, str, str, Dict[str, Any]]:
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "topgun.bench", *args, "--json", str(out)]
+    cmd = [sys.executable, "-m", "topgun.loadtest.bench", *args, "--json", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     doc = json.loads(out.read_text()) if out.exists() else {}
     return proc.returncode, proc.stdout, proc.stderr, doc

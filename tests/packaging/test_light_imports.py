@@ -26,7 +26,7 @@ def _modules_after(code: str) -> list[str]:
 
 
 def test_the_client_imports_nothing_from_the_extras() -> None:
-    loaded = _modules_after("import topgun\ntopgun.TopGunClient\nimport topgun.cluster.cluster_client")
+    loaded = _modules_after("import topgun\ntopgun.TopGunClient\nimport topgun.cluster.provider")
     assert "topgun" in loaded and "gevent" in loaded          # the probe did import the client
     assert [m for m in EXTRAS_ONLY if m in loaded] == []
 

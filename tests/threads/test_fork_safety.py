@@ -30,7 +30,7 @@ def test_a_client_not_waited_for_starts_no_thread_before_first_use(run_python: A
     proc = run_python(
         "import os, sys, threading, topgun\n"
         "client = topgun.TopGunClient(url=sys.argv[1], wait_connected=False)\n"
-        "assert threading.active_count() == 1 and client._home is None, threading.enumerate()\n"
+        "assert threading.active_count() == 1 and client._runtime is None, threading.enumerate()\n"
         "print(repr(client))\n"
         "pid = os.fork()\n"
         "if pid == 0:\n"

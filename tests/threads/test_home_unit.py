@@ -91,11 +91,10 @@ def test_greenlets_wait_cooperatively_for_the_loop_thread(loop_home: Any) -> Non
 
 
 class FakeHandle:
-    """Stands in for MapHandle: a ``_client`` with a home and a config."""
+    """Stands in for MapHandle: a ``runtime`` with a home and a request timeout."""
 
     def __init__(self, home: Any) -> None:
-        self._client = SimpleNamespace(_home_for_call=lambda: home,
-                                       config=SimpleNamespace(request_timeout=0.2))
+        self.runtime = SimpleNamespace(home=home, request_timeout=0.2)
 
     @threads.blocking()
     def answer_async(self, value: Any, *, timeout: Any = None) -> gevent.event.AsyncResult:

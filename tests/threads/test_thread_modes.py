@@ -115,7 +115,7 @@ def test_callbacks_keep_arriving_while_the_caller_blocks_outside_gevent(server_u
         writer.map("threads_live").set("a", {"n": 1})
         change = seen.get(timeout=5.0)           # a plain OS-level wait: no gevent runs here
     assert (change.key, change.value, change.kind) == ("a", {"n": 1}, "ENTER")
-    assert callback_threads == {watcher._home.thread_ident}, "callbacks run on the client's loop thread"
+    assert callback_threads == {watcher.runtime.home.thread_ident}, "callbacks run on the client's loop thread"
 
 
 def test_a_subscription_can_be_iterated_from_a_worker_thread(server_url: str, make_client: Any) -> None:
@@ -232,7 +232,7 @@ def test_calls_after_close_raise_client_closed_from_any_thread(server_url: str, 
     client = make_client(server_url, thread_mode="loop")
     kv = client.map("threads_closed")
     client.close()
-    assert not client._home.loop_thread.alive
+    assert not client.runtime.home.loop_thread.alive
 
     def call(_: int) -> None:
         with pytest.raises(ClientClosed):
@@ -245,7 +245,7 @@ def test_calls_after_close_raise_client_closed_from_any_thread(server_url: str, 
 
 def test_close_from_another_thread_stops_the_loop_thread(server_url: str, make_client: Any) -> None:
     client = make_client(server_url, thread_mode="loop")
-    loop_thread = client._home.loop_thread
+    loop_thread = client.runtime.home.loop_thread
     assert run_threads(1, lambda _: client.close()) == []
     assert not loop_thread.alive
 

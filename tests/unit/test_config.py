@@ -58,7 +58,7 @@ BAD_CLIENT_VALUES = [
     ("max_in_flight", 0), ("max_in_flight", -1),
     ("request_timeout", 0), ("request_timeout", -1.0), ("request_timeout", "5"), ("request_timeout", True),
     ("connect_timeout", 0), ("connect_timeout", -0.1),
-    ("auth_wait", 0),
+    ("retry", {"max_attempts": 1}),
     ("write_concern", "ALL"), ("write_concern", "applied"), ("write_concern", ""),
     ("token", 123), ("token", b"bytes"),
 ]

@@ -1,4 +1,4 @@
-"""SyncEngine against a fake server on memory_pair transports: per-batch acks, resends, per-key order,
+"""WriteEngine against a fake server on memory_pair transports: per-batch acks, resends, per-key order,
 the offline queue, deadlines and close().
 
 The engine runs on the real GeventClock: its reaper sleeps through ``clock.sleep``, which a FakeClock
@@ -16,12 +16,13 @@ import gevent.queue
 import pytest
 
 from topgun.clock import GeventClock
+from topgun.config import RetryPolicy
+from topgun.engine.engine import PendingWrite, WriteEngine
 from topgun.errors import ClientClosed, ConnectionLost, OperationTimeout
 from topgun.protocol import codec
 from topgun.protocol import messages as m
 from topgun.protocol.hashing import partition_id
-from topgun.sync.engine import PendingWrite, SyncEngine
-from topgun.sync.provider import Routing
+from topgun.retry import VersionedEvent, retrying
 from topgun.transport.connection import Connection
 from topgun.transport.memory import MemoryTransport, memory_pair
 
@@ -80,7 +81,7 @@ class FakeProvider:
     def __init__(self) -> None:
         self.conn: Optional[Connection] = None
         self.listener: Any = None
-        self.routing = Routing()
+        self.routing = VersionedEvent()
         self.last_error: Optional[BaseException] = None
         self.refreshes = 0
         self.closed = False
@@ -119,6 +120,12 @@ class FakeProvider:
     def request_refresh(self) -> None:
         self.refreshes += 1
 
+    def retrying(self, deadline: float) -> Any:
+        return retrying(self.routing, RetryPolicy(), GeventClock(), self.request_refresh, deadline=deadline)
+
+    def note_resent(self, count: int) -> None:
+        pass
+
     def close(self) -> None:
         self.closed = True
         if self.conn is not None:
@@ -131,7 +138,8 @@ class Rig:
         self.provider = FakeProvider()
         kw: Dict[str, Any] = dict(request_timeout=WAIT, attempt_timeout=ATTEMPT)
         kw.update(engine_kw)
-        self.engine = SyncEngine(self.provider, clock=self.clock, **kw)
+        self.engine = WriteEngine(self.provider, clock=self.clock, **kw)
+        self.provider.start(self.engine)
         self.engine.start()
         self.servers: List[FakeServer] = []
         self.ts = itertools.count(1)
@@ -147,10 +155,8 @@ class Rig:
         return server
 
     def write(self, key: str, value: Any = None, timeout: Optional[float] = None) -> PendingWrite:
-        op = {"mapName": "m", "key": key, "opType": "PUT",
-              "record": {"value": value if value is not None else key,
-                         "timestamp": {"millis": 1_700_000_000_000, "counter": next(self.ts), "nodeId": "t"}}}
-        return self.engine.submit(op, timeout)
+        return self.engine.submit_put("m", key, value if value is not None else key,
+                                      (1_700_000_000_000, next(self.ts), "t"), timeout=timeout)
 
     def close(self) -> None:
         self.engine.close(timeout=1.0)

@@ -1,4 +1,4 @@
-"""Property-based test of the SyncEngine's ack bookkeeping against a lossy fake server (issue 10).
+"""Property-based test of the WriteEngine's ack bookkeeping against a lossy fake server (issue 10).
 
 Hypothesis generates a schedule: for each OP_BATCH frame that reaches the fake server, whether
 the frame is lost on the way (never applied), applied but its ack lost, applied and acked
@@ -23,7 +23,7 @@ from test_engine import Rig
 
 from topgun.protocol import codec
 from topgun.protocol import messages as m
-from topgun.sync.writes import PendingWrite
+from topgun.engine.writes import PendingWrite
 from topgun.transport.memory import MemoryTransport
 
 pytestmark = pytest.mark.timeout(60)

@@ -1,4 +1,4 @@
-"""``topgun bench SCENARIO``: load and chaos tests through the real client (also ``python -m topgun.bench``).
+"""``topgun bench SCENARIO``: load and chaos tests through the real client (also ``python -m topgun.loadtest.bench``).
 
 Scenarios: throughput, failover, rebalance (cluster) and single (one node). Prints a progress
 line per second and a final table; ``--json FILE`` writes every figure; ``--threshold`` makes
@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 from typing import Any, List
+
+from ..protocol.fastpath import WRITE_CONCERNS
 
 __all__ = ["register", "run", "build_options"]
 
@@ -43,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     load.add_argument("--map", dest="map_name", default="bench", help="map name, default bench")
     load.add_argument("--seed", type=int, default=1, help="random seed of the users")
     client = p.add_argument_group("client")
-    client.add_argument("--write-concern", choices=("FIRE_AND_FORGET", "MEMORY", "APPLIED", "REPLICATED", "PERSISTED"),
+    client.add_argument("--write-concern", choices=WRITE_CONCERNS,
                         help="default: the client's (APPLIED on one server, REPLICATED on a cluster)")
     routing = client.add_mutually_exclusive_group()
     routing.add_argument("--smart", dest="smart_routing", action="store_true", default=True,

@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
-from gevent.event import Event
-
 from ..errors import RemoteProtocolError
 from ..protocol import messages
 from ..protocol.hashing import PARTITION_COUNT
+from ..retry import VersionedEvent
 
 log = logging.getLogger(__name__)
 
@@ -222,8 +221,12 @@ class LivePartitionMap:
 
     def __init__(self) -> None:
         self.current: Optional[PartitionMap] = None
-        self.applied = 0
-        self._changed = Event()
+        self._installs = VersionedEvent()  # its version counts the maps installed
+
+    @property
+    def applied(self) -> int:
+        """How many maps have been installed so far."""
+        return self._installs.version
 
     @property
     def version(self) -> int:
@@ -242,9 +245,7 @@ class LivePartitionMap:
         if not force and not self.is_newer(pmap):
             return False
         previous, self.current = self.current, pmap
-        self.applied += 1
-        changed, self._changed = self._changed, Event()
-        changed.set()
+        self._installs.bump()
         log.info("applied partition map v%d from %s (%d moved)", pmap.version, pmap.source,
                  pmap.moved_from(previous))
         return True
@@ -257,15 +258,14 @@ class LivePartitionMap:
         """
         if self.version != version:
             return True
-        self._changed.wait(max(0.0, timeout))
+        self._installs.wait_for_change(self._installs.version, timeout)
         return self.version != version
+
+    wait_for_change = wait_for_newer  # the name topgun.retry.Versioned waits on
 
     def wait_for_any(self, applied: int, timeout: float) -> bool:
         """Block until more than ``applied`` maps have been installed in total."""
-        if self.applied != applied:
-            return True
-        self._changed.wait(max(0.0, timeout))
-        return self.applied != applied
+        return self._installs.wait_for_change(applied, timeout)
 
     def __repr__(self) -> str:
         return f"<LivePartitionMap v{self.version} applied={self.applied}>"

@@ -36,7 +36,7 @@ from ..clock import Clock
 from ..config import ReconnectPolicy
 from ..errors import AuthError, TopGunError, describe
 from ..protocol import messages as m
-from ..sync.provider import backoff_delays
+from ..retry import backoff_delays
 from ..transport.connection import Connection
 
 log = logging.getLogger(__name__)

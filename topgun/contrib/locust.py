@@ -154,7 +154,7 @@ class TopGunUser(User):
     def _shared_client(self) -> TopGunClient:
         key = (self.host, self.cluster, tuple(sorted(self.client_options.items())))
         client = _shared.get(key)
-        if client is None or client._closed:
+        if client is None or client.closed:
             client = _shared[key] = self._new_client()
         return client
 

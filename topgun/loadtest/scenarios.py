@@ -200,7 +200,7 @@ def _new_client(target: Target, opts: BenchOptions) -> Any:
 
 
 def _client_view(client: Any) -> Dict[str, Any]:
-    out: Dict[str, Any] = {"engine": dict(getattr(client._engine, "stats", {}))}
+    out: Dict[str, Any] = {"engine": dict(client.runtime.engine.stats)}
     cluster = getattr(client, "cluster", None)
     if cluster is not None:
         out["map_version"] = cluster.map_version

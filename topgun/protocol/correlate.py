@@ -3,7 +3,8 @@
 The server answers out of order (WIRE.md section 1), so replies are matched by a key built
 from their content, never by position. ``request_key(msg)`` is the key of the reply a
 request waits for; ``reply_key(msg)`` the key a received message completes (None for
-pushes such as SERVER_EVENT). ``OP_BATCH`` is acknowledged once, with the id of its last op.
+pushes such as SERVER_EVENT). ``OP_BATCH`` is acknowledged once, with the id of its last op
+(``fastpath.ack_key``).
 ERROR frames carry no correlation on the real server; the dev cluster adds
 ``details.lastId``, which ``error_key`` turns into the ack key it stands for.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional, Tuple, Type
 
+from . import fastpath
 from . import messages as m
 
 __all__ = ["Key", "request_key", "reply_key", "error_key"]
@@ -19,11 +21,11 @@ Key = Tuple[Any, ...]
 
 
 def _batch_key(msg: m.OpBatch) -> Optional[Key]:
-    return ("ack", msg.ops[-1].id) if msg.ops and msg.ops[-1].id is not None else None
+    return fastpath.ack_key(msg.ops[-1].id) if msg.ops and msg.ops[-1].id is not None else None
 
 
 _REQUESTS: Dict[Type[m.Message], Callable[[Any], Optional[Key]]] = {
-    m.ClientOp: lambda msg: ("ack", msg.id) if msg.id is not None else None,
+    m.ClientOp: lambda msg: fastpath.ack_key(msg.id) if msg.id is not None else None,
     m.OpBatch: _batch_key,
     m.Ping: lambda msg: ("pong", msg.timestamp),
     m.QuerySub: lambda msg: ("query", msg.query_id),
@@ -41,7 +43,7 @@ _REQUESTS: Dict[Type[m.Message], Callable[[Any], Optional[Key]]] = {
 }
 
 _REPLIES: Dict[Type[m.Message], Callable[[Any], Optional[Key]]] = {
-    m.OpAck: lambda msg: ("ack", msg.last_id),
+    m.OpAck: lambda msg: fastpath.ack_key(msg.last_id),
     m.Pong: lambda msg: ("pong", msg.timestamp),
     m.QueryResp: lambda msg: ("query", msg.query_id),
     m.SyncRespRoot: lambda msg: ("sync_root", msg.map_name),
@@ -77,5 +79,5 @@ def error_key(msg: m.Error) -> Optional[Key]:
     """The ack key an ERROR frame stands for, when the server named it (dev cluster only)."""
     details = msg.details
     if isinstance(details, dict) and isinstance(details.get("lastId"), str):
-        return ("ack", details["lastId"])
+        return fastpath.ack_key(details["lastId"])
     return None

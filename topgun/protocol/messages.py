@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import RemoteProtocolError
+from . import fastpath
 from .hlc import Timestamp
 from .wire import (  # noqa: F401
     FLAT,
@@ -139,12 +140,7 @@ class OpBatch(Message):
     timeout: Optional[int] = None
 
     def to_wire(self) -> Dict[str, Any]:
-        body: Dict[str, Any] = {"ops": [op.op_wire() for op in self.ops]}
-        if self.write_concern is not None:
-            body["writeConcern"] = self.write_concern
-        if self.timeout is not None:
-            body["timeout"] = self.timeout
-        return {"type": "OP_BATCH", "payload": body}
+        return fastpath.op_batch([op.op_wire() for op in self.ops], self.write_concern, self.timeout)
 
     @classmethod
     def from_wire(cls, d: Dict[str, Any]) -> "OpBatch":

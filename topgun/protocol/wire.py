@@ -18,6 +18,7 @@ except ImportError:  # Python 3.10: only type checkers need it
         return lambda fn: fn
 
 from ..errors import RemoteProtocolError
+from . import fastpath
 from .hlc import Timestamp
 
 __all__ = ["FLAT", "PAYLOAD", "camel", "Message", "nested", "message", "message_class", "REGISTRY",
@@ -44,10 +45,7 @@ class LWWRecord:
     ttl_ms: Optional[int] = None
 
     def to_wire(self) -> Dict[str, Any]:
-        d = {"value": self.value, "timestamp": self.timestamp.to_wire()}
-        if self.ttl_ms is not None:
-            d["ttlMs"] = self.ttl_ms
-        return d
+        return fastpath.lww_record(self.value, self.timestamp.to_wire(), self.ttl_ms)
 
     @classmethod
     def from_wire(cls, d: Dict[str, Any]) -> "LWWRecord":

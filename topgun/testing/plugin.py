@@ -1,7 +1,8 @@
 """The topgun pytest plugin (entry point ``pytest11: topgun``).
 
-Markers: ``integration`` (embedded cluster in the test process), ``system`` (server processes),
-``realserver`` (needs the real ``topgun-server`` binary; npm installs it on first use).
+The markers this repository's tests use (``integration``, ``system``, ``realserver``) are
+registered in one place, ``tox.ini``'s ``[pytest]`` section; the plugin registers none, so a
+project using it declares the markers it uses in its own configuration.
 
 Fixtures are grouped in blocks, one per kind of server; each block keeps to itself.
 Servers register their logs with :func:`attach_logs`, and a failing test's report then shows
@@ -25,17 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["attach_logs"]
 
-_MARKERS = (
-    "integration: runs an embedded TopGun cluster inside the test process",
-    "system: runs TopGun server processes",
-    "realserver: needs the real topgun-server binary (installed with npm on first use)",
-)
 _LOG_TAIL_LINES = 200
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    for line in _MARKERS:
-        config.addinivalue_line("markers", line)
 
 
 # -- logs of failing tests -----------------------------------------------------------------------

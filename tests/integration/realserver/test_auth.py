@@ -33,7 +33,7 @@ def test_a_good_token_works(jwt_server: RealServer, make_client: MakeClient) -> 
     notes.set("n1", {"text": "hi"})
     assert notes.get("n1") == {"text": "hi"}
     assert client.ping() < 1.0
-    conn = client._engine.provider.any_connection()
+    conn = client.runtime.provider.any_connection()
     assert conn.authenticated and conn.user_id == "alice"
 
 
@@ -48,7 +48,7 @@ def test_a_token_provider_is_called_for_each_connection(jwt_server: RealServer, 
     client.map("notes").set("n1", 1)
     assert client.map("notes").get("n1") == 1
     assert len(calls) == 1
-    assert client._engine.provider.any_connection().user_id == "user-1"
+    assert client.runtime.provider.any_connection().user_id == "user-1"
 
 
 def test_a_token_within_the_servers_leeway_is_accepted(jwt_server: RealServer, make_client: MakeClient) -> None:
@@ -87,7 +87,7 @@ def test_a_no_auth_client_still_works_against_a_no_auth_server(topgun_real_serve
     # A token is harmless when the server needs none: the client never sends AUTH then.
     client = make_client(topgun_real_server.url, token=make_hs256_token(SECRET))
     client.map("notes").set("n1", 1)
-    assert client._engine.provider.any_connection().user_id is None
+    assert client.runtime.provider.any_connection().user_id is None
 
 
 def assert_auth_error(url: str, token: Any, within: float, connect_timeout: float = CONNECT_TIMEOUT) -> None:

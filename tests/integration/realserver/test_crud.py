@@ -91,7 +91,7 @@ def test_ten_thousand_writes_through_op_batch(topgun_real_server: RealServer, ma
     big = client.map("big")
     items = {f"key-{i:05d}": {"i": i, "tag": "x" * (i % 7)} for i in range(10_000)}
     assert big.put_all(items) == 10_000
-    stats = client._engine.stats
+    stats = client.runtime.engine.stats
     assert stats["acked"] >= 10_000
     assert stats["batches"] < 10_000 / 10  # batched, not one op per frame
     assert client.pending_writes == 0

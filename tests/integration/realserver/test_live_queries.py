@@ -135,8 +135,8 @@ def test_close_unsubscribes_on_the_server(url: str, make_client: MakeClient) -> 
     watcher_client = make_client(url)
     watcher = watcher_client.map("people")
     frames: List[m.QueryUpdate] = []
-    engine = watcher_client._engine
-    forward = engine._on_message
+    queries = watcher_client.runtime.queries
+    forward = queries.on_message
 
     def spy(conn: Any, msg: m.Message) -> None:  # every pushed frame, before the client filters it
         if isinstance(msg, m.QueryUpdate):
@@ -144,7 +144,7 @@ def test_close_unsubscribes_on_the_server(url: str, make_client: MakeClient) -> 
         if forward is not None:
             forward(conn, msg)
 
-    engine._on_message = spy
+    queries.on_message = spy  # type: ignore[method-assign]
     sub = watcher.subscribe()
     control = watcher.subscribe()
     assert server_knows(watcher_client, sub.query_id)
@@ -169,7 +169,7 @@ def server_knows(client: Any, query_id: str, timeout: float = WAIT) -> bool:
     def ask(conn: Any, remaining: float) -> m.Message:
         return conn.request(m.QuerySyncInit(query_id), remaining, key=("sync_root", "people"))
     try:
-        client._engine.call(ask, timeout=timeout)
+        client.runtime.requests.call(ask, timeout=timeout)
     except OperationTimeout:
         return False
     return True

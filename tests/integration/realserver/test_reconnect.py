@@ -37,7 +37,7 @@ def test_writes_queued_while_the_server_is_down_are_delivered_after_restart(
     for result in pending + [removal]:
         assert result.get(timeout=WAIT) == "APPLIED"
     assert client.connected and client.pending_writes == 0
-    assert client._engine.provider.reconnects >= 1
+    assert client.runtime.provider.reconnects >= 1
 
     fresh = make_client(server.url).map("orders")
     assert fresh.get("o0") is None  # the remove came after the put of the same key

@@ -8,6 +8,7 @@ from realserver_helpers import MakeClient
 
 from topgun.errors import OperationTimeout
 from topgun.protocol import messages as m
+from topgun.queries import query_once
 from topgun.testing.realserver import RealServer
 
 pytestmark = pytest.mark.realserver
@@ -23,12 +24,12 @@ def test_a_merkle_request_the_server_ignores_times_out(topgun_real_server: RealS
     timeout = 0.5
     start = time.monotonic()
     with pytest.raises(OperationTimeout):
-        client._engine.request(m.MerkleReqBucket("orders", path), timeout=timeout)
+        client.runtime.requests.request(m.MerkleReqBucket("orders", path), timeout=timeout)
     elapsed = time.monotonic() - start
     assert timeout * 0.9 <= elapsed < timeout + MARGIN
     # The connection is still fine afterwards, and nothing is left waiting.
     assert client.map("orders").get("o1") == 1
-    assert client._engine.provider.any_connection().pending_count == 0
+    assert client.runtime.provider.any_connection().pending_count == 0
 
 
 def test_a_query_the_server_drops_times_out(topgun_real_server: RealServer, make_client: MakeClient) -> None:
@@ -37,7 +38,7 @@ def test_a_query_the_server_drops_times_out(topgun_real_server: RealServer, make
     timeout = 0.5
     start = time.monotonic()
     with pytest.raises(OperationTimeout):
-        client._query_once("orders", {"groupBy": ["x"]}, None, timeout)
+        query_once(client.runtime.requests, "orders", {"groupBy": ["x"]}, None, timeout)
     assert time.monotonic() - start < timeout + MARGIN
 
 
@@ -45,5 +46,5 @@ def test_the_default_request_timeout_applies(topgun_real_server: RealServer, mak
     client = make_client(topgun_real_server.url, request_timeout=0.4)
     start = time.monotonic()
     with pytest.raises(OperationTimeout):
-        client._engine.request(m.MerkleReqBucket("orders", "abcd"))
+        client.runtime.requests.request(m.MerkleReqBucket("orders", "abcd"))
     assert 0.4 * 0.9 <= time.monotonic() - start < 0.4 + MARGIN

@@ -1,4 +1,4 @@
-"""ClusterClient end to end over the in-memory FakeCluster (real Connection and SyncEngine, no sockets)."""
+"""ClusterProvider end to end over the in-memory FakeCluster (real Connection and WriteEngine, no sockets)."""
 from __future__ import annotations
 
 from typing import Any, Callable, List
@@ -8,7 +8,7 @@ import pytest
 from fakecluster import FakeCluster, url_of
 
 import topgun
-from topgun.cluster.cluster_client import ClusterClient
+from topgun.cluster.provider import ClusterProvider
 from topgun.errors import ConfigurationError, RemoteProtocolError
 
 
@@ -66,13 +66,13 @@ def test_cluster_config_defaults_and_validation() -> None:
 def test_connects_to_every_node_in_the_map_not_only_the_seed(fake_cluster: Any, client_factory: Any) -> None:
     fc = fake_cluster(["a", "b", "c"])
     client = client_factory(fc)
-    cluster: ClusterClient = client.cluster
+    cluster: ClusterProvider = client.cluster
     assert cluster.map_version == 1
     states = cluster.node_states()
     assert set(states) == {"a", "b", "c"}
     assert all(s.state == "CONNECTED" and s.open_connections == 2 for s in states.values())
     assert sum(s.partitions for s in states.values()) == 271
-    assert len(client._engine.provider.open_connections()) == 6
+    assert len(client.runtime.provider.open_connections()) == 6
 
 
 def test_writes_go_to_the_partition_owner(fake_cluster: Any, client_factory: Any) -> None:
@@ -128,7 +128,7 @@ def test_a_map_with_the_wrong_partition_count_is_refused(fake_cluster: Any) -> N
 
 def test_a_server_that_never_sends_a_map_is_one_node_owning_everything(fake_cluster: Any, client_factory: Any,
                                                                       monkeypatch: Any) -> None:
-    monkeypatch.setattr("topgun.cluster.cluster_client.MAP_WAIT_S", 0.1)
+    monkeypatch.setattr("topgun.cluster.provider.MAP_WAIT_S", 0.1)
     fc = fake_cluster(["solo"], answer_map_requests=False, push_on_connect=False)
     client = client_factory(fc)
     assert client.cluster.map_version == 0

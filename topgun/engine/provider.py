@@ -1,34 +1,39 @@
-"""Where the SyncEngine gets its connections from.
+"""Where the write engine and the request runner get their connections from.
 
-``ConnectionProvider`` is the whole contract between the engine and a topology. The engine
-has no cluster-specific branches: it asks for "the connection for this key" or "any
-connection", and waits on ``wait_for_change`` when none is usable. ``routing_version``
-counts every event that may change an answer (connect, disconnect, new partition map).
+``ConnectionProvider`` is the whole contract between them and a topology. Neither has
+cluster-specific branches: they ask for "the connection for this key" or "any connection",
+wait on ``wait_for_change`` when none is usable, and retry requests with the provider's own
+``retrying(deadline)`` (built by :func:`topgun.retry.retrying` in both providers).
+``routing_version`` counts every event that may change an answer (connect, disconnect, new
+partition map). A provider reports what it sees to one ``ProviderListener``;
+:class:`Listeners` fans that stream out to several (the write engine and the query registry).
 
 ``SingleServerProvider`` keeps one connection to one URL and reconnects with jittered
 exponential back-off, forever, until closed.
+
+Not in here: queues and acks (``engine.py``), running requests (``requests.py``), partition
+maps and pools (``topgun.cluster``).
 """
 from __future__ import annotations
 
 import logging
-import random
 from typing import Callable, List, Optional, Protocol
 
 import gevent
 from gevent.event import Event
 from gevent.pool import Group
-from tenacity import RetryCallState
-from tenacity.stop import stop_base
+from tenacity import Retrying
 
 from ..clock import Clock
-from ..config import ReconnectPolicy
+from ..config import ReconnectPolicy, RetryPolicy
 from ..errors import AuthError, ClientClosed, ConnectionLost, TopGunError
 from ..protocol import messages as m
+from ..retry import VersionedEvent, backoff_delays, retrying
 from ..transport.connection import Connection
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ProviderListener", "ConnectionProvider", "SingleServerProvider", "Routing", "backoff_delays", "StopAt"]
+__all__ = ["ProviderListener", "ConnectionProvider", "Listeners", "SingleServerProvider"]
 
 
 class ProviderListener(Protocol):
@@ -63,61 +68,57 @@ class ConnectionProvider(Protocol):
     def request_refresh(self) -> None:
         """Routing looked stale (e.g. NOT_OWNER): fetch a fresh view soon. May do nothing."""
 
+    def retrying(self, deadline: float) -> Retrying:
+        """The failover policy for one request that must end by ``deadline`` (``clock.monotonic()``)."""
+
+    def note_resent(self, count: int) -> None:
+        """The engine resent ``count`` writes (for the provider's counters). May do nothing."""
+
     def close(self) -> None: ...
 
     @property
     def last_error(self) -> Optional[BaseException]: ...
 
 
-class Routing:
-    """A version counter with an event to wait on, shared by providers."""
+class Listeners:
+    """One ``ProviderListener`` that passes every event on to several, in order."""
 
-    def __init__(self) -> None:
-        self.version = 0
-        self._changed = Event()
+    def __init__(self, *listeners: ProviderListener) -> None:
+        self.listeners = listeners
 
-    def bump(self) -> None:
-        self.version += 1
-        changed, self._changed = self._changed, Event()
-        changed.set()
+    def on_connected(self, conn: Connection) -> None:
+        for listener in self.listeners:
+            listener.on_connected(conn)
 
-    def wait_for_change(self, since: int, timeout: float) -> bool:
-        if self.version != since:
-            return True
-        self._changed.wait(max(0.0, timeout))
-        return self.version != since
+    def on_disconnected(self, conn: Connection, exc: Optional[BaseException]) -> None:
+        for listener in self.listeners:
+            listener.on_disconnected(conn, exc)
 
+    def on_map_updated(self, version: int) -> None:
+        for listener in self.listeners:
+            listener.on_map_updated(version)
 
-def backoff_delays(policy: ReconnectPolicy, rng: Callable[[], float] = random.random):
-    """Endless jittered exponential delays: initial, x multiplier, capped at max_s."""
-    delay = policy.initial_s
-    while True:
-        yield delay * (1.0 - policy.jitter * rng())
-        delay = min(policy.max_s, delay * policy.multiplier)
+    def on_message(self, conn: Connection, msg: m.Message) -> None:
+        for listener in self.listeners:
+            listener.on_message(conn, msg)
 
-
-class StopAt(stop_base):
-    """Tenacity stop: once ``clock`` reaches ``deadline`` (``stop_after_delay`` reads its own clock)."""
-
-    def __init__(self, clock: Clock, deadline: float) -> None:
-        self.clock, self.deadline = clock, deadline
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        return self.clock.monotonic() >= self.deadline
+    def __repr__(self) -> str:
+        return f"<Listeners {', '.join(type(x).__name__ for x in self.listeners)}>"
 
 
 class SingleServerProvider:
     """One server, one connection, reconnected for ever until ``close()``."""
 
     def __init__(self, url: str, *, clock: Clock, connect: Callable[..., Connection],
-                 reconnect: ReconnectPolicy) -> None:
+                 reconnect: ReconnectPolicy, retry: Optional[RetryPolicy] = None) -> None:
         self.url = url
         self._clock = clock
         self._connect = connect  # connect(url, on_message=..., on_closed=...) -> opened Connection
         self._policy = reconnect
+        self.retry_policy = retry or RetryPolicy()
         self._listener: Optional[ProviderListener] = None
         self._conn: Optional[Connection] = None
-        self._routing = Routing()
+        self._routing = VersionedEvent()
         self._group = Group()
         self._closed = False
         self._ready = Event()
@@ -207,6 +208,14 @@ class SingleServerProvider:
         return self._routing.wait_for_change(since, timeout)
 
     def request_refresh(self) -> None:
+        pass  # one server: nothing to refresh
+
+    def retrying(self, deadline: float) -> Retrying:
+        """Retry retryable errors until ``deadline``, waking early when the connection comes or goes."""
+        return retrying(self._routing, self.retry_policy, self._clock, self.request_refresh, deadline=deadline,
+                        give_up=lambda: self._closed)
+
+    def note_resent(self, count: int) -> None:
         pass
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """The demo: a write workload on an embedded 3-node cluster, with a node killed mid-run.
 
-    python -m topgun.demo [--nodes 3] [--duration 12] [--users 20] [--no-kill]
+    python -m topgun.cli.demo [--nodes 3] [--duration 12] [--users 20] [--no-kill]
 
 It starts one dev-server process per node (``topgun.server``), connects a cluster-mode
 ``TopGunClient``, and runs ``--users`` greenlets that each write their own keys in a loop.
@@ -136,7 +136,7 @@ def _verify(client: topgun.TopGunClient, work: Workload, say) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m topgun.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m topgun.cli.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--duration", type=float, default=12.0, help="seconds of load (default 12)")
     parser.add_argument("--users", type=int, default=20, help="writer greenlets (default 20)")

@@ -1,8 +1,8 @@
 """The engine's write records and its send queue.
 
-``PendingWrite`` is one write on its way. It keeps the write's fields, not its wire dict:
-the dicts are built when the frame is encoded and die straight after, so the only objects a
-queued write keeps alive are itself and its key tuple. (With tens of thousands of writes
+``PendingWrite`` is one write on its way. It keeps the write's fields, not its wire dict: the
+dicts (``topgun.protocol.fastpath``) are built when the frame is encoded and die straight
+after, so the only objects a queued write keeps alive are itself and its key tuple. (With tens of thousands of writes
 queued, every extra long-lived object per write shows up as garbage-collector time.) Its
 ``AsyncResult`` is made only when someone asks for one.
 
@@ -10,6 +10,8 @@ queued, every extra long-lived object per write shows up as garbage-collector ti
 Frames built from it touch few partitions, which is what the server's cost per write
 depends on (it runs one task per partition a frame touches), and no sort is needed.
 A key's writes share one FIFO, so they leave in the order they came.
+
+Not in here: sending, acks and deadlines (``engine.py``).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 from gevent.event import AsyncResult
 
+from ..protocol import fastpath
 from ..protocol.hashing import PARTITION_COUNT, partition_id
 
 __all__ = ["PendingWrite", "WriteQueue", "MapKey"]
@@ -28,12 +31,11 @@ MapKey = Tuple[str, str]
 class PendingWrite:
     """One write: resolved with the achieved level, or an exception."""
 
-    __slots__ = ("map_name", "key", "mk", "pid", "op_type", "value", "ts", "ttl_ms", "raw", "id",
+    __slots__ = ("map_name", "key", "mk", "pid", "op_type", "value", "ts", "ttl_ms", "id",
                  "deadline", "done", "level", "error", "_result")
 
     def __init__(self, map_name: str, key: str, deadline: float, *, op_type: str = "PUT", value: Any = None,
-                 ts: Optional[Tuple[int, int, str]] = None, ttl_ms: Optional[int] = None,
-                 raw: Optional[Dict[str, Any]] = None) -> None:
+                 ts: Tuple[int, int, str] = (0, 0, ""), ttl_ms: Optional[int] = None) -> None:
         self.map_name = map_name
         self.key = key
         self.mk: MapKey = (map_name, key)
@@ -42,7 +44,6 @@ class PendingWrite:
         self.value = value
         self.ts = ts
         self.ttl_ms = ttl_ms
-        self.raw = raw
         self.id = ""
         self.deadline = deadline
         self.done = False
@@ -50,23 +51,9 @@ class PendingWrite:
         self.error: Optional[BaseException] = None
         self._result: Optional[AsyncResult] = None
 
-    @classmethod
-    def from_op(cls, op: Dict[str, Any], deadline: float) -> "PendingWrite":
-        """A write given as a wire op dict (kept as it is, apart from its id)."""
-        return cls(op["mapName"], op["key"], deadline, op_type=op.get("opType") or "PUT", raw=op)
-
     def wire(self) -> Dict[str, Any]:
         """The op as it goes into OP_BATCH.payload.ops."""
-        raw = self.raw
-        if raw is not None:
-            raw["id"] = self.id
-            return raw
-        ts = self.ts
-        record: Dict[str, Any] = {"value": self.value, "timestamp": {"millis": ts[0], "counter": ts[1],  # type: ignore[index]
-                                                                     "nodeId": ts[2]}}  # type: ignore[index]
-        if self.ttl_ms is not None:
-            record["ttlMs"] = self.ttl_ms
-        return {"id": self.id, "mapName": self.map_name, "key": self.key, "opType": self.op_type, "record": record}
+        return fastpath.lww_op(self.id, self.map_name, self.key, self.op_type, self.value, self.ts, self.ttl_ms)
 
     op = property(wire)  # read-only view for tests and logs
 

@@ -1,4 +1,4 @@
-"""``python -m topgun.bench SCENARIO ...``: the same as ``topgun bench SCENARIO ...``.
+"""``python -m topgun.loadtest.bench SCENARIO ...``: the same as ``topgun bench SCENARIO ...``.
 
 Patches the process with gevent first thing (a load-tester entry point may; the library
 never does). See :mod:`topgun.cli.bench` for the options.
@@ -13,7 +13,7 @@ __all__ = ["main"]
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run ``topgun bench`` with ``argv`` (default: the command line); returns the exit code."""
-    from .cli import main as cli_main
+    from ..cli import main as cli_main
     return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])
 
 

@@ -1,4 +1,4 @@
-"""ClusterClient: the ConnectionProvider for cluster mode (pool + partition map + router).
+"""ClusterProvider: the ConnectionProvider for cluster mode (pool + partition map + router).
 
 How it finds and follows the cluster:
 - *Discovery.* While no pooled connection is open (at start, and after every node was
@@ -12,10 +12,12 @@ How it finds and follows the cluster:
   node is asked for its map once when first connected. Applying a map connects the pool to
   every node it lists and disconnects the nodes it dropped. A backup refresh runs every
   ``partition_map_refresh_interval`` seconds (jittered); one refresh is in flight at a time.
-- *Failover.* A lost connection makes its node unroutable at once (routing version bump),
-  asks another node for a fresh map and lets the pool reconnect with back-off, for as long
-  as the map lists the node. The engine resends that connection's unacknowledged batches;
-  the router holds keys whose owner is down (see ``router.py``) until the map changes.
+- *Failover.* Requests retry through ``retrying(deadline)`` (:func:`topgun.retry.retrying`
+  over the live map: a newer map ends a back-off). A lost connection makes its node
+  unroutable at once (routing version bump), asks another node for a fresh map and lets the
+  pool reconnect with back-off, for as long as the map lists the node. The engine resends
+  that connection's unacknowledged batches; the router holds keys whose owner is down (see
+  ``router.py``) until the map changes.
 - *Loss warning.* A map change that removes a partition's owner and all its backups at
   once (more nodes lost than the map keeps backups) may have lost acknowledged writes to
   it: that is logged at WARNING and counted in ``stats["partitions_lost"]``.
@@ -23,7 +25,8 @@ How it finds and follows the cluster:
   three callbacks: ``on_map_updated(pmap)``, ``on_node_connected(node_id)``,
   ``on_node_lost(node_id, exc)`` (constructor arguments, also assignable attributes).
 
-Deliberately not here: queues, acks and resending (the SyncEngine), wire encoding.
+Deliberately not here: queues, acks and resending (``topgun.engine``), the retry loop itself
+(``topgun.retry``), wire encoding.
 """
 from __future__ import annotations
 
@@ -38,12 +41,12 @@ from gevent.event import Event
 from tenacity import Retrying
 
 from ..clock import Clock
-from ..config import ClusterConfig, ReconnectPolicy
+from ..config import ClusterConfig, ReconnectPolicy, RetryPolicy
+from ..engine.provider import ProviderListener
 from ..errors import AuthError, ClientClosed, ConnectTimeout, RemoteProtocolError, TopGunError, describe
 from ..protocol import messages as m
-from ..sync.provider import ProviderListener, Routing, backoff_delays
+from ..retry import VersionedEvent, backoff_delays, retrying
 from ..transport.connection import Connection
-from . import failover
 from .map_choice import MapChoice
 from .partition_map import LivePartitionMap, PartitionMap, lost_partitions, single_node_map
 from .pool import CONNECTED, ConnectFn, ConnectionPool
@@ -51,7 +54,7 @@ from .router import PartitionRouter, RoutingStats, unavailable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClusterClient", "NodeState"]
+__all__ = ["ClusterProvider", "NodeState"]
 
 MAP_WAIT_S = 1.0            # a seed that sends no map by then is a standalone server
 REFRESH_TIMEOUT_S = 1.0     # a map request without an answer by then no longer blocks the next one
@@ -75,7 +78,7 @@ class NodeState:
     last_error: Optional[str]
 
 
-class ClusterClient:
+class ClusterProvider:
     """Connection provider for a TopGun cluster; reached as ``client.cluster``.
 
     Args:
@@ -88,6 +91,7 @@ class ClusterClient:
         map_wait: seconds to wait for a seed's PARTITION_MAP before treating it as standalone
             (default ``MAP_WAIT_S``, 1 s).
         on_map_updated, on_node_connected, on_node_lost: observability callbacks.
+        retry: the failover policy of requests (default: ``config.retry``).
     """
 
     def __init__(self, config: ClusterConfig, *, clock: Clock, connect: ConnectFn, reconnect: ReconnectPolicy,
@@ -95,8 +99,9 @@ class ClusterClient:
                  on_map_updated: Optional[Callable[[PartitionMap], None]] = None,
                  on_node_connected: Optional[Callable[[str], None]] = None,
                  on_node_lost: Optional[Callable[[str, Optional[BaseException]], None]] = None,
-                 rng: Callable[[], float] = random.random) -> None:
+                 rng: Callable[[], float] = random.random, retry: Optional[RetryPolicy] = None) -> None:
         self.config = config
+        self.retry_policy = retry or config.retry
         self._clock = clock
         self._connect = connect
         self._policy = reconnect
@@ -108,7 +113,7 @@ class ClusterClient:
         self.pmap = LivePartitionMap()
         self.choice = MapChoice()
         self.stats_counters = RoutingStats()
-        self._routing = Routing()
+        self._routing = VersionedEvent()
         self._pool = ConnectionPool(connect, clock=clock, policy=reconnect, size=config.connections_per_node,
                                     on_connected=self._node_connected, on_connection_lost=self._connection_lost,
                                     on_message=self._on_message, rng=rng)
@@ -129,6 +134,7 @@ class ClusterClient:
         self._rr = itertools.count()
         self.map_requests = 0
         self.partitions_lost = 0        # partitions whose owner and backups vanished in one map change
+        self.resent = 0  # writes the engine resent (see note_resent)
         self.last_error: Optional[BaseException] = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -405,13 +411,16 @@ class ClusterClient:
     def wait_for_change(self, since: int, timeout: float) -> bool:
         return self._routing.wait_for_change(since, timeout)
 
-    def retrying(self, deadline: float, max_attempts: Optional[int] = None) -> Retrying:
-        """The failover policy for one request (used by the engine): waits for newer maps."""
+    def retrying(self, deadline: float) -> Retrying:
+        """The failover policy for one request: waits for newer partition maps."""
         def count(exc: BaseException) -> None:
             self.stats_counters.retries += 1
-        return failover.retrying(self.pmap, self.config.retry, self._clock, self.request_refresh,
-                                 deadline=deadline, max_attempts=max_attempts, on_retry=count,
-                                 give_up=lambda: self._closed)
+        return retrying(self.pmap, self.retry_policy, self._clock, self.request_refresh, deadline=deadline,
+                        on_retry=count, give_up=lambda: self._closed)
+
+    def note_resent(self, count: int) -> None:
+        """Writes the engine resent count as retries in ``stats``."""
+        self.resent += count
 
     # ------------------------------------------------------------------ observability
 
@@ -447,9 +456,7 @@ class ClusterClient:
         plus writes the engine resent), map_requests, and partitions_lost (partitions whose
         owner and backups all vanished in one map change: their acknowledged writes may be lost)."""
         counters = self.stats_counters.as_dict()
-        engine_stats = getattr(self._listener, "stats", None)
-        if isinstance(engine_stats, dict):
-            counters["retries"] += int(engine_stats.get("resent", 0))
+        counters["retries"] += self.resent
         counters["map_requests"] = self.map_requests
         counters["partitions_lost"] = self.partitions_lost
         return counters
@@ -460,5 +467,5 @@ class ClusterClient:
 
     def __repr__(self) -> str:
         mode = "smart" if self.router.smart else "dumb"
-        return (f"<ClusterClient {mode} map v{self.map_version} nodes={self._pool.routable_nodes()}"
+        return (f"<ClusterProvider {mode} map v{self.map_version} nodes={self._pool.routable_nodes()}"
                 f"{' closed' if self._closed else ''}>")

@@ -1,4 +1,4 @@
-"""failover.retrying(): which errors retry, stop rules on the injected clock, waking on a newer map."""
+"""retry.retrying() over a live partition map: what retries, stops on the injected clock, wakes on a new map."""
 from __future__ import annotations
 
 import time
@@ -9,10 +9,10 @@ import gevent
 import pytest
 
 from topgun.clock import FakeClock
-from topgun.cluster.failover import retrying
 from topgun.cluster.partition_map import LivePartitionMap, single_node_map
 from topgun.config import RetryPolicy
 from topgun.errors import ConfigurationError, ConnectionLost, NotOwnerError
+from topgun.retry import retrying
 
 FAST = RetryPolicy(max_attempts=5, backoff_s=0.001, max_backoff_s=0.002, deadline_s=10.0)
 

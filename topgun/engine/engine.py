@@ -1,7 +1,7 @@
-"""SyncEngine: every write is tracked until its own ack, whatever happens to the connection.
+"""WriteEngine: every write is tracked until its own ack, whatever happens to the connection.
 
 Writes:
-- ``submit`` queues a write (a wire op dict with a unique id) and returns a ``PendingWrite``.
+- ``submit_put`` queues an LWW write (PUT or REMOVE, with a unique id) and returns a ``PendingWrite``.
   One flusher greenlet drains the queue: it asks the provider for each key's connection,
   groups the writes per connection and sends one OP_BATCH per group (at most
   ``batch_size`` ops). Writes that pile up while a batch is in flight go out together in
@@ -18,20 +18,23 @@ Writes:
   deadline passed before it was sent is withdrawn, never sent later.
 - While no connection is usable, writes stay queued (the offline queue) and go out on
   reconnect.
-Requests (reads, queries, map requests) go through ``request``, which retries retryable
-errors on a fresh routing view until the deadline, using tenacity.
+
+The engine is one of the provider's listeners (it wakes on connects, disconnects and new
+maps, and reads the server's ERROR 429/500 frames); the client starts the provider.
+
+Not in here: requests (reads, queries, map requests: ``requests.py``), the wire shape of ops
+and frames (``topgun.protocol.fastpath``), choosing connections (the provider).
 """
 from __future__ import annotations
 
 import heapq
 import itertools
 import logging
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import gevent
 from gevent.event import AsyncResult, Event
 from gevent.pool import Group
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_any, wait_random_exponential
 
 from ..clock import Clock
 from ..errors import (
@@ -41,17 +44,16 @@ from ..errors import (
     OperationTimeout,
     ServerOverloaded,
     TopGunError,
-    TransportError,
 )
-from ..protocol import codec
+from ..protocol import codec, fastpath
 from ..protocol import messages as m
 from ..transport.connection import Connection
-from .provider import ConnectionProvider, StopAt
+from .provider import ConnectionProvider
 from .writes import MapKey, PendingWrite, WriteQueue
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SyncEngine", "PendingWrite"]
+__all__ = ["WriteEngine", "PendingWrite"]
 
 
 class _Batch:
@@ -61,7 +63,7 @@ class _Batch:
                  retry_at: float) -> None:
         self.conn = conn
         self.writes = writes
-        self.key = ("ack", writes[-1].id)
+        self.key = fastpath.ack_key(writes[-1].id)
         self.seq = seq            # send order on this engine
         self.sent_at = sent_at
         self.retry_at = retry_at  # when the reaper next asks whether the frame was lost
@@ -70,15 +72,12 @@ class _Batch:
         self.first_deadline = min(w.deadline for w in writes)
 
 
-class SyncEngine:
-    """Queues, batches, sends and tracks writes; runs requests with failover retries."""
+class WriteEngine:
+    """Queues, batches, sends and tracks writes (a ``ProviderListener`` of its provider)."""
 
     def __init__(self, provider: ConnectionProvider, *, clock: Clock, write_concern: str = "APPLIED",
                  batch_size: int = 500, max_in_flight: int = 2000, request_timeout: float = 10.0,
-                 attempt_timeout: Optional[float] = None,
-                 on_message: Optional[Callable[[Connection, m.Message], None]] = None,
-                 on_connected: Optional[Callable[[Connection], None]] = None,
-                 on_disconnected: Optional[Callable[[Connection, Optional[BaseException]], None]] = None) -> None:
+                 attempt_timeout: Optional[float] = None) -> None:
         self.provider = provider
         self.clock = clock
         self.write_concern = write_concern
@@ -86,9 +85,6 @@ class SyncEngine:
         self.max_in_flight = max_in_flight
         self.request_timeout = request_timeout
         self.attempt_timeout = attempt_timeout or max(0.5, min(2.0, request_timeout / 4))
-        self._on_message = on_message
-        self._on_connected = on_connected
-        self._on_disconnected = on_disconnected
         self._queue = WriteQueue()
         # Writes are queued in deadline order as long as every write gets the same timeout, and
         # the reaper then only looks at queue fronts. A write with an earlier deadline than one
@@ -112,7 +108,7 @@ class SyncEngine:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        self.provider.start(self)
+        """Start the flusher and the reaper (the provider is started by whoever owns it)."""
         self._group.spawn(self._flusher)
         self._group.spawn(self._reaper)
 
@@ -137,20 +133,13 @@ class SyncEngine:
     def closed(self) -> bool:
         return self._closed
 
-    def next_id(self) -> str:
-        return str(next(self._ids))
-
     # ------------------------------------------------------------------ provider listener
 
     def on_connected(self, conn: Connection) -> None:
         self._wake.set()
-        if self._on_connected:
-            self._on_connected(conn)
 
     def on_disconnected(self, conn: Connection, exc: Optional[BaseException]) -> None:
         self._wake.set()
-        if self._on_disconnected:
-            self._on_disconnected(conn, exc)
 
     def on_map_updated(self, version: int) -> None:
         self._wake.set()
@@ -159,9 +148,6 @@ class SyncEngine:
         if isinstance(msg, m.Error) and msg.code in (429, 500):
             self.stats["server_errors"] += 1
             self._server_dropped_frames(conn, msg)
-            return
-        if self._on_message:
-            self._on_message(conn, msg)
 
     def _server_dropped_frames(self, conn: Connection, msg: m.Error) -> None:
         # The real server's ERROR names no request, and the frame it answers is dropped
@@ -177,13 +163,6 @@ class SyncEngine:
             self._pause_until = now + 0.02
 
     # ------------------------------------------------------------------ writes
-
-    def submit(self, op: Dict[str, Any], timeout: Optional[float] = None) -> PendingWrite:
-        """Queue one write given as a wire op dict; its ``id`` is assigned here."""
-        return self._enqueue(PendingWrite.from_op(op, self._deadline(timeout)))
-
-    def submit_many(self, ops: Iterable[Dict[str, Any]], timeout: Optional[float] = None) -> List[PendingWrite]:
-        return [self.submit(op, timeout) for op in ops]
 
     def submit_put(self, map_name: str, key: str, value: Any, ts: Tuple[int, int, str], *,
                    ttl_ms: Optional[int] = None, timeout: Optional[float] = None,
@@ -300,8 +279,7 @@ class SyncEngine:
         return blocked
 
     def _encode(self, writes: List[PendingWrite]) -> bytes:
-        payload: Dict[str, Any] = {"ops": [w.wire() for w in writes], "writeConcern": self.write_concern}
-        return codec.encode_wire({"type": "OP_BATCH", "payload": payload})
+        return codec.encode_wire(fastpath.op_batch([w.wire() for w in writes], self.write_concern))
 
     def _send_batch(self, conn: Connection, writes: List[PendingWrite]) -> None:
         # Values are first encoded here, once: a value msgpack cannot encode fails its own
@@ -400,6 +378,7 @@ class SyncEngine:
             return
         log.debug("resending %d writes after %s", len(alive), exc)
         self.stats["resent"] += len(alive)
+        self.provider.note_resent(len(alive))
         # New ids: a late ack of the failed frame must not complete the frame that replaces
         # it, which may hold other writes and end with the same op.
         for w in alive:
@@ -453,58 +432,6 @@ class SyncEngine:
     def in_flight(self) -> int:
         return self._inflight_ops
 
-    # ------------------------------------------------------------------ requests
-
-    def retrying(self, deadline: float, max_attempts: int = 1000) -> Retrying:
-        """Tenacity policy: retry retryable errors, waking early when routing changes."""
-        own = getattr(self.provider, "retrying", None)
-        if own is not None:  # a provider with its own failover policy (cluster: waits for newer maps)
-            return own(deadline, max_attempts)  # type: ignore[no-any-return]
-        routed = [self.provider.routing_version]
-
-        def before(state: RetryCallState) -> None:
-            routed[0] = self.provider.routing_version
-
-        def sleep(seconds: float) -> None:
-            self.provider.wait_for_change(routed[0], min(seconds, max(0.0, deadline - self.clock.monotonic())))
-
-        def before_sleep(state: RetryCallState) -> None:
-            if state.outcome is not None and getattr(state.outcome.exception(), "stale_routing", False):
-                self.provider.request_refresh()
-
-        return Retrying(
-            retry=retry_if_exception(lambda e: getattr(e, "retryable", False) and not self._closed),
-            wait=wait_random_exponential(multiplier=0.02, max=0.5),
-            stop=stop_any(stop_after_attempt(max_attempts), StopAt(self.clock, deadline)),
-            before=before, sleep=sleep, before_sleep=before_sleep, reraise=True)
-
-    def call(self, fn: Callable[[Connection, float], Any], *, key: Optional[str] = None,
-             timeout: Optional[float] = None) -> Any:
-        """Run ``fn(conn, remaining_seconds)`` on the right connection, retrying until the deadline.
-
-        The connection is looked up again on every attempt, so a retry follows the newest
-        routing. Raises OperationTimeout when the deadline passes without a usable answer.
-        """
-        if self._closed:
-            raise ClientClosed("the client is closed")
-        timeout = self.request_timeout if timeout is None else timeout
-        deadline = self.clock.monotonic() + timeout
-
-        def attempt() -> Any:
-            remaining = deadline - self.clock.monotonic()
-            if remaining <= 0:
-                raise OperationTimeout(f"no answer within {timeout:.3g}s")
-            conn = self.provider.connection_for_key(key) if key is not None else self.provider.any_connection()
-            return fn(conn, remaining)
-
-        try:
-            return self.retrying(deadline)(attempt)
-        except TransportError as exc:
-            raise OperationTimeout(f"no usable connection within {timeout:.3g}s: {exc}") from exc
-
-    def request(self, msg: m.Message, *, key: Optional[str] = None, timeout: Optional[float] = None) -> m.Message:
-        return self.call(lambda conn, remaining: conn.request(msg, remaining), key=key, timeout=timeout)  # type: ignore[no-any-return]
-
     def __repr__(self) -> str:
-        return (f"<SyncEngine queued={len(self._queue)} in_flight={self._inflight_ops} "
+        return (f"<WriteEngine queued={len(self._queue)} in_flight={self._inflight_ops} "
                 f"batches={len(self._inflight)} {'closed' if self._closed else 'open'}>")

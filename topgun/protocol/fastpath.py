@@ -1,0 +1,58 @@
+"""The write fast path on the wire: LWW ops, OP_BATCH frames, the ack key, write-concern levels.
+
+Writes are the one place where building a message object per op costs real time, so the
+engine builds their wire dicts directly with these functions, and the message classes
+(``messages.LWWRecord``, ``messages.OpBatch``) and ``correlate`` use the same ones:
+
+- :func:`lww_record` / :func:`lww_op`: one last-writer-wins op as it goes into
+  ``OP_BATCH.payload.ops`` (WIRE.md section 5); the timestamp is an HLC ``(millis, counter,
+  node_id)`` triple.
+- :func:`op_batch`: the OP_BATCH frame dict around a list of op dicts.
+- :func:`ack_key`: OP_BATCH is acknowledged once, by the OP_ACK carrying its *last* op's id;
+  this is the correlation key both the request and its reply map to.
+- :data:`WRITE_CONCERNS`: the level names, weakest first (their order is the order of the
+  guarantees).
+
+Not in here: encoding to bytes (``codec``), queues, batching and resending (``topgun.engine``).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+__all__ = ["WRITE_CONCERNS", "WRITE_CONCERN_LEVELS", "lww_record", "lww_op", "op_batch", "ack_key"]
+
+#: The write-concern names, weakest guarantee first.
+WRITE_CONCERNS: Tuple[str, ...] = ("FIRE_AND_FORGET", "MEMORY", "APPLIED", "REPLICATED", "PERSISTED")
+#: name -> strength (0 = FIRE_AND_FORGET); compare levels with these, never the names.
+WRITE_CONCERN_LEVELS: Dict[str, int] = {name: i for i, name in enumerate(WRITE_CONCERNS)}
+
+
+def lww_record(value: Any, timestamp: Dict[str, Any], ttl_ms: Optional[int] = None) -> Dict[str, Any]:
+    """An LWW record dict: ``value``, ``timestamp`` (already a wire dict) and ``ttlMs`` if set."""
+    record = {"value": value, "timestamp": timestamp}
+    if ttl_ms is not None:
+        record["ttlMs"] = ttl_ms
+    return record
+
+
+def lww_op(op_id: str, map_name: str, key: str, op_type: str, value: Any, ts: Sequence[Any],
+           ttl_ms: Optional[int] = None) -> Dict[str, Any]:
+    """One PUT or REMOVE op for ``OP_BATCH.payload.ops``; ``ts`` is ``(millis, counter, node_id)``."""
+    record = lww_record(value, {"millis": ts[0], "counter": ts[1], "nodeId": ts[2]}, ttl_ms)
+    return {"id": op_id, "mapName": map_name, "key": key, "opType": op_type, "record": record}
+
+
+def op_batch(ops: List[Dict[str, Any]], write_concern: Optional[str] = None,
+             timeout: Optional[int] = None) -> Dict[str, Any]:
+    """The OP_BATCH frame dict carrying ``ops`` (op dicts, in order)."""
+    payload: Dict[str, Any] = {"ops": ops}
+    if write_concern is not None:
+        payload["writeConcern"] = write_concern
+    if timeout is not None:
+        payload["timeout"] = timeout
+    return {"type": "OP_BATCH", "payload": payload}
+
+
+def ack_key(last_op_id: Optional[str]) -> Tuple[str, Optional[str]]:
+    """The correlation key of the OP_ACK for a batch whose last op has id ``last_op_id``."""
+    return ("ack", last_op_id)

@@ -1,0 +1,136 @@
+"""Retrying: back-off delays, the deadline stop, a versioned event, and the one ``retrying()``.
+
+- :func:`backoff_delays` yields the jittered exponential delays between reconnect attempts
+  (a :class:`~topgun.config.ReconnectPolicy`); the single-server provider, the seed discovery
+  and the connection pool all use it.
+- :class:`StopAt` is a tenacity stop at an absolute ``clock.monotonic()`` deadline, measured on
+  the injected clock (tenacity's ``stop_after_delay`` reads its own, which a FakeClock cannot move).
+- :class:`VersionedEvent` is "a version plus an Event swapped on change": ``bump()`` wakes every
+  waiter of ``wait_for_change(since, timeout)``. It is the routing version of both providers and
+  the change signal of :class:`~topgun.cluster.partition_map.LivePartitionMap`.
+- :func:`retrying` builds the tenacity ``Retrying`` for one operation, the same for both
+  providers: retry errors with ``retryable``, back off with full jitter
+  (``wait_random_exponential``) but wake the moment the routing view changes, ask for a fresh
+  view first when the error has ``stale_routing``, stop at the deadline or after
+  ``policy.max_attempts`` and re-raise the last real error (never ``tenacity.RetryError``).
+
+Not in here: choosing connections (the providers and the router), fetching partition maps (the
+caller's ``request_refresh``), deciding what is retryable (the errors carry their flags).
+"""
+from __future__ import annotations
+
+import logging
+import random
+from typing import Callable, Iterator, Optional, Protocol
+
+from gevent.event import Event
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_any, wait_random_exponential
+from tenacity.stop import stop_base
+
+from .clock import Clock
+from .config import ReconnectPolicy, RetryPolicy
+
+log = logging.getLogger(__name__)
+
+__all__ = ["backoff_delays", "StopAt", "VersionedEvent", "Versioned", "retrying"]
+
+
+def backoff_delays(policy: ReconnectPolicy, rng: Callable[[], float] = random.random) -> Iterator[float]:
+    """Endless jittered exponential delays: initial, x multiplier, capped at max_s."""
+    delay = policy.initial_s
+    while True:
+        yield delay * (1.0 - policy.jitter * rng())
+        delay = min(policy.max_s, delay * policy.multiplier)
+
+
+class StopAt(stop_base):
+    """Tenacity stop: once ``clock`` reaches ``deadline`` (``stop_after_delay`` reads its own clock)."""
+
+    def __init__(self, clock: Clock, deadline: float) -> None:
+        self.clock, self.deadline = clock, deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.clock.monotonic() >= self.deadline
+
+
+class Versioned(Protocol):
+    """Anything routing depends on that says when it changed: a version and a way to wait for a new one."""
+
+    @property
+    def version(self) -> int: ...
+
+    def wait_for_change(self, since: int, timeout: float) -> bool: ...
+
+
+class VersionedEvent:
+    """A version counter with an event to wait on; ``bump()`` wakes every waiter."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._changed = Event()
+
+    def bump(self) -> int:
+        """Count one change and wake the waiters; returns the new version."""
+        self.version += 1
+        # A fresh Event per change: waiters of the old one wake, later waiters wait for the next.
+        changed, self._changed = self._changed, Event()
+        changed.set()
+        return self.version
+
+    def wait_for_change(self, since: int, timeout: float) -> bool:
+        """Return True once ``version`` is not ``since`` (at once if it already is), False after ``timeout``."""
+        if self.version != since:
+            return True
+        self._changed.wait(max(0.0, timeout))
+        return self.version != since
+
+    def __repr__(self) -> str:
+        return f"<VersionedEvent v{self.version}>"
+
+
+def retrying(routing: Versioned, policy: RetryPolicy, clock: Clock, request_refresh: Callable[[], None], *,
+             deadline: Optional[float] = None, max_attempts: Optional[int] = None,
+             on_retry: Optional[Callable[[BaseException], None]] = None,
+             give_up: Callable[[], bool] = lambda: False) -> Retrying:
+    """Build the retry policy for one operation.
+
+    Args:
+        routing: the routing view (the live partition map, or a provider's routing version);
+            a change ends a back-off early.
+        policy: attempts, back-off and the default deadline (``deadline_s`` from now).
+        clock: the deadline is measured on it.
+        request_refresh: called before sleeping when the error has ``stale_routing``.
+        deadline: an absolute ``clock.monotonic()`` deadline, if earlier than the policy's.
+        max_attempts: overrides ``policy.max_attempts`` when smaller.
+        on_retry: called with the error before each new attempt (for counters).
+        give_up: stop retrying when it returns True (e.g. the client is closing).
+
+    Returns:
+        A ``tenacity.Retrying``; call it with the attempt function.
+    """
+    limit = clock.monotonic() + policy.deadline_s
+    if deadline is not None:
+        limit = min(limit, deadline)
+    attempts = min(policy.max_attempts, max_attempts) if max_attempts else policy.max_attempts
+    routed_version = routing.version
+
+    def before(state: RetryCallState) -> None:  # remember which view this attempt routes with
+        nonlocal routed_version
+        routed_version = routing.version
+
+    def sleep(seconds: float) -> None:  # back off, but wake as soon as the view changes
+        routing.wait_for_change(routed_version, min(seconds, max(0.0, limit - clock.monotonic())))
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if getattr(exc, "stale_routing", False):
+            request_refresh()
+        if on_retry is not None and exc is not None:
+            on_retry(exc)
+        log.debug("attempt %d failed (%s); retrying", state.attempt_number, exc)
+
+    return Retrying(
+        retry=retry_if_exception(lambda e: bool(getattr(e, "retryable", False)) and not give_up()),
+        wait=wait_random_exponential(multiplier=policy.backoff_s, max=policy.max_backoff_s),
+        stop=stop_any(stop_after_attempt(attempts), StopAt(clock, limit)),
+        before=before, sleep=sleep, before_sleep=before_sleep, reraise=True)
