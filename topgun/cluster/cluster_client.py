@@ -35,11 +35,12 @@ from tenacity import Retrying
 
 from ..clock import Clock
 from ..config import ClusterConfig, ReconnectPolicy
-from ..errors import AuthError, ClientClosed, RemoteProtocolError, TopGunError, describe
+from ..errors import AuthError, ClientClosed, RemoteProtocolError, TLSVerificationError, TopGunError, describe
 from ..protocol import messages as m
 from ..sync.provider import ProviderListener, Routing, backoff_delays
 from ..transport.connection import Connection
 from . import failover
+from .endpoints import EndpointResolver
 from .partition_map import LivePartitionMap, PartitionMap, single_node_map
 from .pool import CONNECTED, ConnectFn, ConnectionPool
 from .router import PartitionRouter, RoutingStats, unavailable
@@ -101,6 +102,7 @@ class ClusterClient:
         self.on_node_connected = on_node_connected
         self.on_node_lost = on_node_lost
         self.pmap = LivePartitionMap()
+        self.endpoints = EndpointResolver(config)
         self.stats_counters = RoutingStats()
         self._routing = Routing()
         self._pool = ConnectionPool(connect, clock=clock, policy=reconnect, size=config.connections_per_node,
@@ -167,8 +169,8 @@ class ClusterClient:
                 conn = self._connect(seed, on_message=self._on_seed_message, spawn=self._pool.spawn)
             except TopGunError as exc:
                 self.last_error = exc
-                if isinstance(exc, AuthError):
-                    self._refused.set()  # a refused token: wait_ready returns now, not at its timeout
+                if isinstance(exc, (AuthError, TLSVerificationError)):
+                    self._refused.set()  # refused credentials: wait_ready returns now, not at its timeout
                 delay = next(delays)
                 log.info("seed %s unreachable (%s); next try in %.2fs", seed, describe(exc), delay)
                 self._clock.sleep(delay)
@@ -236,7 +238,7 @@ class ClusterClient:
         self._accept_any_version = False
         self._map_refused = False
         self._refused.clear()
-        self._pool.update(pmap.connectable())
+        self._pool.update(self.endpoints.resolve_all(pmap.connectable()))
         self._routing.bump()
         self._update_ready()
         if self._listener is not None:
