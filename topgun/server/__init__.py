@@ -1,6 +1,7 @@
 """An embedded TopGun dev cluster on gevent-websocket, for development and tests only.
 
-**Not a production server.** Data lives in memory only; there is no persistence, no TLS, no
+**Not a production server.** Data lives in memory only; there is no persistence, TLS only for
+tests (``certfile=``/``--certfile``, peers unverified), no
 access control beyond an optional HS256 token check for clients (the node-to-node ``/cluster``
 endpoint accepts anyone), no rate limiting, and nodes listen on 127.0.0.1 by default. Use the
 real ``topgun-server`` for anything that matters.

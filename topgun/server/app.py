@@ -65,8 +65,12 @@ def make_server(node: "Node") -> WebSocketServer:
             fs._writer.join(timeout=1.0)
         return []
 
+    tls: Dict[str, Any] = {}
+    if node.certfile:
+        from .tls import server_context
+        tls["ssl_context"] = server_context(node.certfile, node.keyfile)
     server = WebSocketServer((node.host, node.requested_port), app, handler_class=_QuietHandler,
-                             spawn=node.group, log=None, error_log=_ErrorLog())
+                             spawn=node.group, log=None, error_log=_ErrorLog(), **tls)
     return server
 
 

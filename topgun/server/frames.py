@@ -7,7 +7,7 @@ integer XOR, refuses a frame over ``max_size`` before reading its payload, answe
 CLOSEs, and reassembles fragmented messages.
 
 :func:`dial` opens the client side of a node-to-node link (``/cluster`` on a peer's port).
-It is deliberately minimal (no TLS, no extensions) and masks with a zero key, which every
+It is deliberately minimal (TLS only for ``wss://`` peers, unverified: see ``tls.py``; no extensions) and masks with a zero key, which every
 WebSocket server accepts. It lives here rather than in ``topgun.transport`` because ``server``
 must not depend on the client stack.
 """
@@ -220,7 +220,7 @@ class FrameSocket:
 def split_ws_url(url: str) -> Tuple[str, int]:
     """``ws://host:port/...`` -> (host, port)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("ws", "") or not parts.hostname or not parts.port:
+    if parts.scheme not in ("ws", "wss", "") or not parts.hostname or not parts.port:
         raise ValueError(f"not a ws://host:port URL: {url!r}")
     return parts.hostname, parts.port
 
@@ -236,6 +236,9 @@ def dial(url: str, path: str, *, timeout: float, spawn: Callable[..., Any],
     sock = gsocket.create_connection((host, port), timeout=timeout)
     try:
         sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+        if url.startswith("wss:"):     # a TLS node (topgun.server.tls)
+            from .tls import wrap_peer
+            sock = wrap_peer(sock, host)
         key = base64.b64encode(os.urandom(16)).decode()
         sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
                       f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"

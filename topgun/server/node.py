@@ -67,11 +67,14 @@ class Node:
             instead of forwarding them.
         clock: time source for heartbeats and deadlines.
         incarnation: tells this run of ``node_id`` from earlier ones; random by default.
+        certfile, keyfile: serve TLS (``wss://``) with this PEM certificate chain and key
+            (see :mod:`topgun.server.tls`); peers then link to this node over TLS too.
     """
 
     def __init__(self, node_id: str, *, host: str = "127.0.0.1", port: int = 0,
                  seeds: Sequence[str] = (), jwt_secret: Optional[str] = None, strict: bool = False,
-                 clock: Optional[Clock] = None, incarnation: Optional[str] = None) -> None:
+                 clock: Optional[Clock] = None, incarnation: Optional[str] = None,
+                 certfile: Optional[str] = None, keyfile: Optional[str] = None) -> None:
         if not node_id or ":" in node_id or "/" in node_id:
             raise ValueError(f"bad node id {node_id!r}")
         self.node_id = node_id
@@ -81,6 +84,7 @@ class Node:
         self.seeds = tuple(seeds)
         self.jwt_secret = jwt_secret
         self.strict = strict
+        self.certfile, self.keyfile = certfile, keyfile
         self.clock: Clock = clock if clock is not None else GeventClock()
         self.incarnation = incarnation or os.urandom(6).hex()
         self.hlc = HLC(node_id, now_ms=self.clock.now_ms)
@@ -112,7 +116,7 @@ class Node:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/ws"
+        return f"{'wss' if self.certfile else 'ws'}://{self.host}:{self.port}/ws"
 
     def spawn(self, fn: Callable[..., Any], *args: Any) -> gevent.Greenlet:
         return self.group.spawn(fn, *args)

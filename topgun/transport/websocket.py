@@ -505,12 +505,11 @@ def default_ssl_context() -> ssl.SSLContext:
 def _wrap_tls(sock: Any, host: str, context: Optional[ssl.SSLContext]) -> Any:
     """Wrap a connected TCP socket in a gevent SSL socket; the handshake is left to the caller."""
     context = default_ssl_context() if context is None else context
-    # gevent's wrap_socket, also for a stdlib ssl.SSLContext (a user's, built without
-    # monkey-patching): it only hands the context to gevent's cooperative SSLSocket.
-    # server_hostname gives SNI and the hostname check (an IP address is checked against
-    # the certificate's IP SANs and sent without SNI).
-    return gssl.SSLContext.wrap_socket(context, sock, server_hostname=host,  # type: ignore[arg-type]
-                                       do_handshake_on_connect=False)
+    # gevent's cooperative SSLSocket, built the way gevent.ssl.SSLContext.wrap_socket builds it,
+    # so that a stdlib ssl.SSLContext (a user's, made without monkey-patching) works too: its own
+    # wrap_socket would return a blocking stdlib socket. server_hostname gives SNI and the
+    # hostname check (an IP address is checked against the certificate's IP SANs, without SNI).
+    return gssl.SSLSocket(sock=sock, server_hostname=host, do_handshake_on_connect=False, _context=context)
 
 
 def _handshake(sock: Any, host_header: str, resource: str, url: str) -> bytes:
