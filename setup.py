@@ -17,11 +17,12 @@ setup(
         "ujson>=5.0",
     ],
     extras_require={
-        # flask, django, gunicorn and requests run the web-app examples in the tests
+        # flask, django, gunicorn and requests run the web-app examples in the tests; trustme makes
+        # the test CA and certificates for the TLS tests (nginx and the dev server's --certfile)
         "test": ["pytest>=7.4", "pytest-timeout>=2.2", "flask>=2.3", "django>=4.2", "gunicorn>=21",
-                 "requests>=2.31"],
+                 "requests>=2.31", "trustme>=1.1"],
         "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "flask>=2.3", "django>=4.2", "gunicorn>=21",
-                "requests>=2.31", "tox>=4", "ruff", "mypy", "websocket-client>=1.6"],
+                "requests>=2.31", "trustme>=1.1", "tox>=4", "ruff", "mypy", "websocket-client>=1.6"],
         "locust": ["locust>=2.20"],
     },
     entry_points={

@@ -33,7 +33,8 @@ __version__ = "0.1.0"
 __all__ = [
     "TopGunClient", "ClusterConfig", "ClientConfig", "RetryPolicy", "ReconnectPolicy", "partition_id",
     "PARTITION_COUNT", "TopGunError", "ConfigurationError", "ProtocolError", "LocalProtocolError",
-    "RemoteProtocolError", "TransportError", "ConnectTimeout", "ConnectionLost", "TLSVerificationError", "OperationTimeout",
+    "RemoteProtocolError", "TransportError", "ConnectTimeout", "ConnectionLost", "TLSVerificationError",
+    "OperationTimeout",
     "ServerError", "AuthError", "OpRejected", "ServerOverloaded", "NotOwnerError", "ClusterUnavailable",
     "ClientClosed", "P", "Change", "__version__",
 ]

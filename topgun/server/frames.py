@@ -7,9 +7,9 @@ integer XOR, refuses a frame over ``max_size`` before reading its payload, answe
 CLOSEs, and reassembles fragmented messages.
 
 :func:`dial` opens the client side of a node-to-node link (``/cluster`` on a peer's port).
-It is deliberately minimal (TLS only for ``wss://`` peers, unverified: see ``tls.py``; no extensions) and masks with a zero key, which every
-WebSocket server accepts. It lives here rather than in ``topgun.transport`` because ``server``
-must not depend on the client stack.
+It is deliberately minimal (no TLS, no extensions) and masks with a zero key, which every
+WebSocket server accepts; ``wss://`` peers (a TLS dev node) are wrapped by ``tls.py``. It lives
+here rather than in ``topgun.transport`` because ``server`` must not depend on the client stack.
 """
 from __future__ import annotations
 
