@@ -8,7 +8,9 @@ The contract:
 * :class:`NginxProxy` writes an ``nginx.conf`` into its own directory (``daemon off``,
   ``master_process off``: one process, so one pid to stop; pid file, error log and temp paths
   in that directory) with one ``listen 127.0.0.1:<port> ssl`` server per upstream, each proxying
-  WebSocket upgrades to its ``ws://`` upstream with long read timeouts. ``start()`` returns once
+  WebSocket upgrades to its ``ws://`` upstream with long read timeouts (``plain=True`` adds a
+  plain-text listener per upstream too, for benchmarks: TLS vs plain through the same nginx).
+  ``start()`` returns once
   every listener accepts TCP; ``kill()`` is SIGKILL (the proxy vanishes mid-stream);
   ``restart()`` comes back on the same ports. The process gets ``PR_SET_PDEATHSIG`` on Linux, so
   it dies with the test process even if that is killed.
@@ -66,13 +68,13 @@ def _upstream(url: str) -> str:
     return f"{parts.hostname}:{parts.port}"
 
 
-def nginx_conf(directory: Path, listeners: Sequence[tuple[int, str]], *, certfile: Path, keyfile: Path,
+def nginx_conf(directory: Path, listeners: Sequence[tuple[int, str, bool]], *, certfile: Path, keyfile: Path,
                server_name: str = "localhost") -> str:
-    """The whole nginx.conf: one TLS server on 127.0.0.1:port per ``(port, upstream host:port)``."""
+    """The whole nginx.conf: one server on 127.0.0.1:port per ``(port, upstream host:port, tls)``."""
     d = directory
     servers = "\n".join(f"""
     server {{
-        listen 127.0.0.1:{port} ssl;
+        listen 127.0.0.1:{port}{" ssl" if tls else ""};
         server_name {server_name};
         ssl_certificate     {certfile};
         ssl_certificate_key {keyfile};
@@ -86,7 +88,7 @@ def nginx_conf(directory: Path, listeners: Sequence[tuple[int, str]], *, certfil
             proxy_send_timeout 3600s;
             proxy_buffering off;
         }}
-    }}""" for port, upstream in listeners)
+    }}""" for port, upstream, tls in listeners)
     return f"""# written by topgun.testing.nginx
 daemon off;
 master_process off;
@@ -126,6 +128,7 @@ class NginxProxy:
         certfile, keyfile: the server certificate chain and key (PEM).
         binary: the nginx binary (default :func:`find_nginx`).
         server_name: the name in the URLs it hands out (the certificate must cover it).
+        plain: also listen without TLS, one more port per upstream (see :attr:`plain_urls`).
         clock: deadlines and polling sleeps.
     """
 
@@ -134,7 +137,7 @@ class NginxProxy:
     def __init__(self, directory: os.PathLike[str] | str, upstreams: Sequence[str], *,
                  certfile: os.PathLike[str] | str, keyfile: os.PathLike[str] | str,
                  binary: os.PathLike[str] | str | None = None, server_name: str = "localhost",
-                 clock: Clock | None = None) -> None:
+                 plain: bool = False, clock: Clock | None = None) -> None:
         if not upstreams:
             raise ConfigurationError("NginxProxy needs at least one upstream")
         found = Path(binary) if binary is not None else find_nginx()
@@ -146,8 +149,10 @@ class NginxProxy:
         self.paths = [urlsplit(u).path or "/" for u in upstreams]
         self.certfile, self.keyfile = Path(certfile), Path(keyfile)
         self.server_name = server_name
+        self.plain = plain
         self.clock: Clock = clock if clock is not None else GeventClock()
-        self.ports: list[int] = []
+        self.ports: list[int] = []        # TLS listeners, one per upstream
+        self.plain_ports: list[int] = []  # with plain=True
         self._proc: subprocess.Popen | None = None
 
     @property
@@ -164,6 +169,11 @@ class NginxProxy:
         if not self.ports:
             raise NginxStartError(f"{self!r} has not been started, so it has no URLs yet")
         return [f"wss://{self.server_name}:{port}{path}" for port, path in zip(self.ports, self.paths)]
+
+    @property
+    def plain_urls(self) -> list[str]:
+        """``ws://127.0.0.1:<port><path>`` per upstream (only with ``plain=True``)."""
+        return [f"ws://127.0.0.1:{port}{path}" for port, path in zip(self.plain_ports, self.paths)]
 
     @property
     def url(self) -> str:
@@ -194,7 +204,10 @@ class NginxProxy:
         for _attempt in range(5):
             if fresh:
                 self.ports = [_free_port() for _ in self.upstreams]
-            self.conf_path.write_text(nginx_conf(self.directory, list(zip(self.ports, self.upstreams)),
+                self.plain_ports = [_free_port() for _ in self.upstreams] if self.plain else []
+            listeners = [(p, u, True) for p, u in zip(self.ports, self.upstreams)]
+            listeners += [(p, u, False) for p, u in zip(self.plain_ports, self.upstreams)]
+            self.conf_path.write_text(nginx_conf(self.directory, listeners,
                                                  certfile=self.certfile, keyfile=self.keyfile,
                                                  server_name=self.server_name))
             offset = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -263,7 +276,7 @@ class NginxProxy:
             raise NginxStartError(f"cannot run {self.binary}: {exc}") from exc
 
     def _wait_listening(self, deadline: float) -> None:
-        waiting = list(self.ports)
+        waiting = self.ports + self.plain_ports
         while waiting:
             if self._proc is not None and self._proc.poll() is not None:
                 raise NginxStartError(self._failure(f"exited with code {self._proc.returncode}"))
