@@ -10,8 +10,9 @@ them as extra sections. Importing this module never needs the server binary.
 """
 from __future__ import annotations
 
+import os
 import secrets
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,7 +20,7 @@ import pytest
 
 from topgun.testing.realserver import RealServer, ensure_server_binary
 
-__all__ = ["attach_logs"]
+__all__ = ["attach_logs", "require_nginx", "TLSFiles"]
 
 _MARKERS = (
     "integration: runs an embedded TopGun cluster inside the test process",
@@ -238,6 +239,18 @@ def topgun_tls_files(topgun_tls_ca: Any, tmp_path: Path) -> TLSFiles:
     return TLSFiles(topgun_tls_ca, tmp_path / "tls", "localhost", "127.0.0.1")
 
 
+def require_nginx(environ: Mapping[str, str] | None = None,
+                  find: Callable[[], Path | None] | None = None) -> Path:
+    """The nginx binary; skips the test without one, or fails it when ``CI`` is set."""
+    from topgun.testing.nginx import NGINX_MISSING, find_nginx
+    binary = (find or find_nginx)()
+    if binary is None:
+        if (os.environ if environ is None else environ).get("CI"):
+            pytest.fail(f"{NGINX_MISSING} (CI is set, so this is a failure, not a skip)")
+        pytest.skip(NGINX_MISSING)
+    return binary
+
+
 @pytest.fixture
 def topgun_nginx_factory(request: pytest.FixtureRequest, tmp_path: Path,
                          topgun_tls_files: TLSFiles) -> Iterator[Callable[..., Any]]:
@@ -247,13 +260,8 @@ def topgun_nginx_factory(request: pytest.FixtureRequest, tmp_path: Path,
     Every nginx it started is stopped after the test; its error log is attached to a failure.
     Without an nginx binary the test is skipped, or fails when ``CI`` is set in the environment.
     """
-    import os
-
-    from topgun.testing.nginx import NGINX_MISSING, NginxProxy, find_nginx
-    if find_nginx() is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{NGINX_MISSING} (CI is set, so this is a failure, not a skip)")
-        pytest.skip(NGINX_MISSING)
+    from topgun.testing.nginx import NginxProxy
+    require_nginx()
     started: list[Any] = []
 
     def start(upstreams: Any, tls: TLSFiles | None = None, **kw: Any) -> Any:
