@@ -62,6 +62,20 @@ def test_real_server_through_nginx_with_a_trusted_certificate(
     assert direct.map("notes").get("n1") == {"text": "over TLS"}
 
 
+@pytest.mark.realserver
+def test_cluster_mode_through_nginx_to_a_standalone_real_server(
+        topgun_real_server: RealServer, topgun_nginx_factory: StartNginx, topgun_tls_files: TLSFiles,
+        topgun_client_factory: Callable[..., Any]) -> None:
+    # The real standalone server sends no partition map: the wss:// seed becomes the one node.
+    proxy = topgun_nginx_factory(topgun_real_server.url)
+    client = topgun_client_factory([proxy.url], ssl_context=topgun_tls_files.client_context)
+    client.map("notes").set("n1", 1)
+    assert client.map("notes").get("n1") == 1
+    states = client.cluster.node_states()
+    assert [s.url for s in states.values()] == [proxy.url]
+    assert all(isinstance(c._transport._sock, gssl.SSLSocket) for c in client._engine.provider.open_connections())
+
+
 def test_embedded_cluster_through_one_nginx_listener_per_node(
         topgun_cluster: Any, topgun_nginx_factory: StartNginx, topgun_tls_files: TLSFiles,
         topgun_client_factory: Callable[..., Any]) -> None:
