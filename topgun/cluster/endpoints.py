@@ -58,6 +58,10 @@ class EndpointResolver:
         """``{node_id: announced}`` -> ``{node_id: url to dial}``."""
         return {node_id: self.resolve(node_id, url) for node_id, url in wanted.items()}
 
+    def __repr__(self) -> str:
+        kind = "none" if self._map is None else "callable" if callable(self._map) else f"dict({len(self._map)})"
+        return f"<EndpointResolver map={kind} seeds={'wss' if self._tls else 'ws'}>"
+
     def _mapped(self, node_id: str, announced: str) -> Optional[str]:
         table = self._map
         if table is None:

@@ -56,7 +56,7 @@ from topgun.errors import (
 )
 from topgun.transport.base import DEFAULT_MAX_MESSAGE_SIZE
 
-__all__ = ["WebSocketTransport", "FrameWriter", "FrameParser",
+__all__ = ["WebSocketTransport", "FrameWriter", "FrameParser", "default_ssl_context",
            "OP_CONT", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG"]
 
 log = logging.getLogger(__name__)

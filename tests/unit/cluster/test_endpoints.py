@@ -80,3 +80,9 @@ def test_ssl_context_must_be_an_ssl_context() -> None:
     assert ClientConfig(url=TLS_SEED, ssl_context=ctx).ssl_context is ctx
     with pytest.raises(ConfigurationError, match="ssl_context"):
         ClientConfig(url=TLS_SEED, ssl_context="/etc/ssl/ca.pem")  # type: ignore[arg-type]
+
+
+def test_repr_says_what_kind_of_map_and_scheme() -> None:
+    assert repr(resolver(seeds=[TLS_SEED], endpoint_map={"n1": "wss://a/ws"})) == \
+        "<EndpointResolver map=dict(1) seeds=wss>"
+    assert repr(resolver()) == "<EndpointResolver map=none seeds=ws>"
