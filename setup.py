@@ -12,8 +12,9 @@ VERSION = re.search(r'^__version__ = "([^"]+)"$', (HERE / "topgun" / "__init__.p
 SERVER = ["gevent-websocket>=0.10.1"]            # the embedded dev cluster (topgun.server, `topgun server`)
 CLI = ["ujson>=5.0"]                              # JSON in and out of `topgun get/put/watch`
 # The pytest plugin: its embedded-cluster fixtures run the dev server, hence SERVER.
-# hypothesis and psutil: the property-based and memory-bound tests that ship in the sdist.
-TEST = ["pytest>=7.4", "pytest-timeout>=2.2", "hypothesis>=6.80", "psutil>=5.9", *SERVER]
+# hypothesis and psutil: the property-based and memory-bound tests that ship in the sdist; trustme:
+# the test CA and certificates of the TLS fixtures (nginx, the dev server's --certfile).
+TEST = ["pytest>=7.4", "pytest-timeout>=2.2", "hypothesis>=6.80", "psutil>=5.9", "trustme>=1.1", *SERVER]
 WEB = ["flask>=2.3", "django>=4.2", "gunicorn>=21", "requests>=2.31"]   # examples/flask_app.py, django_app.py
 LOCUST = ["locust>=2.20"]                         # topgun.contrib.locust, examples/locustfile.py
 

@@ -22,6 +22,7 @@ from .errors import (
     RemoteProtocolError,
     ServerError,
     ServerOverloaded,
+    TLSVerificationError,
     TopGunError,
     TransportError,
 )
@@ -32,7 +33,8 @@ __version__ = "0.1.0"
 __all__ = [
     "TopGunClient", "ClusterConfig", "ClientConfig", "RetryPolicy", "ReconnectPolicy", "partition_id",
     "PARTITION_COUNT", "TopGunError", "ConfigurationError", "ProtocolError", "LocalProtocolError",
-    "RemoteProtocolError", "TransportError", "ConnectTimeout", "ConnectionLost", "OperationTimeout",
+    "RemoteProtocolError", "TransportError", "ConnectTimeout", "ConnectionLost", "TLSVerificationError",
+    "OperationTimeout",
     "ServerError", "AuthError", "OpRejected", "ServerOverloaded", "NotOwnerError", "ClusterUnavailable",
     "ClientClosed", "P", "Change", "__version__",
 ]

@@ -51,7 +51,7 @@ class TopGunClient:
     """A blocking, gevent-friendly TopGun client.
 
     Args:
-        url: one server, ``ws://host:port/ws``.
+        url: one server, ``ws://host:port/ws`` (or ``wss://`` through a TLS proxy).
         cluster: a :class:`topgun.ClusterConfig` for cluster mode (give url or cluster).
         token: a JWT string, or a callable returning one (called again on every
             (re)connect that needs authentication).
@@ -63,11 +63,13 @@ class TopGunClient:
         thread_mode: ``"auto"`` (default), ``"direct"`` (greenlets on the creating thread's hub)
             or ``"loop"`` (on a daemon thread of the client's own); see :mod:`topgun.threads`.
         **options: the remaining :class:`topgun.config.ClientConfig` fields
-            (write_concern, batch_size, max_in_flight, reconnect, retry, node_id).
+            (write_concern, batch_size, max_in_flight, reconnect, retry, node_id, ssl_context: an
+            ``ssl.SSLContext`` for ``wss://``, default verification with the system trust store).
 
     Raises:
         ConfigurationError: bad arguments.
-        AuthError, ConnectTimeout, ConnectionLost: with ``wait_connected``, no connection.
+        AuthError, TLSVerificationError, ConnectTimeout, ConnectionLost: with ``wait_connected``,
+            no connection.
     """
 
     def __init__(self, url: Optional[str] = None, *, cluster: Optional[ClusterConfig] = None,
@@ -168,7 +170,8 @@ class TopGunClient:
 
     def _tracked_websocket(self, url: str, timeout: float) -> Any:
         # Remember the sockets, so that a forked child can detach them (topgun.forking).
-        return WebSocketTransport.connect(url, timeout, socket_module=self._sockets)
+        return WebSocketTransport.connect(url, timeout, socket_module=self._sockets,
+                                          ssl_context=self.config.ssl_context)
 
     @property
     def runtime(self) -> Runtime:

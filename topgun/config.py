@@ -6,8 +6,9 @@ with ``dataclasses.replace``.
 """
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field, fields
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
@@ -17,6 +18,9 @@ __all__ = ["RetryPolicy", "ReconnectPolicy", "ClusterConfig", "ClientConfig", "c
            "WRITE_CONCERNS"]
 
 TokenSource = Union[None, str, Callable[[], Optional[str]]]
+# Announced endpoint -> URL to dial: a dict keyed by node id, announced URL or "host:port",
+# or a callable(node_id, announced) -> URL. See topgun.cluster.endpoints.
+EndpointMap = Union[None, Mapping[str, str], Callable[[str, str], str]]
 
 
 def check_url(url: object, what: str = "url") -> str:
@@ -88,7 +92,7 @@ class ClusterConfig:
     partition_map_refresh_interval: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_map_nodes: int = 1000  # a partition map listing more nodes is refused
-
+    endpoint_map: EndpointMap = None
 
     def __post_init__(self) -> None:
         seeds = self.seeds
@@ -103,6 +107,14 @@ class ClusterConfig:
         _count("connections_per_node", self.connections_per_node)
         _count("max_map_nodes", self.max_map_nodes)
         _positive("partition_map_refresh_interval", self.partition_map_refresh_interval)
+        if isinstance(self.endpoint_map, Mapping):
+            for announced, url in self.endpoint_map.items():
+                if not isinstance(announced, str) or not announced:
+                    raise ConfigurationError(f"endpoint_map keys must be non-empty strings, got {announced!r}")
+                check_url(url, f"endpoint_map[{announced!r}]")
+            object.__setattr__(self, "endpoint_map", dict(self.endpoint_map))
+        elif self.endpoint_map is not None and not callable(self.endpoint_map):
+            raise ConfigurationError("endpoint_map= must be a dict, a callable(node_id, announced) -> url, or None")
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,7 @@ class ClientConfig:
     # None: the cluster's ClusterConfig.retry in cluster mode, RetryPolicy() for one server
     retry: Optional[RetryPolicy] = None
     node_id: Optional[str] = None
+    ssl_context: Optional[ssl.SSLContext] = None  # for wss://; None: verify with the system trust store
 
     def __post_init__(self) -> None:
         if (self.url is None) == (self.cluster is None):
@@ -141,6 +154,8 @@ class ClientConfig:
                 f"write_concern must be one of {', '.join(WRITE_CONCERNS)}, got {self.write_concern!r}")
         for name in ("batch_size", "max_in_flight"):
             _count(name, getattr(self, name))
+        if self.ssl_context is not None and not isinstance(self.ssl_context, ssl.SSLContext):
+            raise ConfigurationError(f"ssl_context= must be an ssl.SSLContext, got {type(self.ssl_context).__name__}")
         if not (self.token is None or isinstance(self.token, str) or callable(self.token)):
             raise ConfigurationError("token= must be a str, a callable returning one, or None")
 

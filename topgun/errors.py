@@ -8,8 +8,9 @@ Every error the library raises derives from :class:`TopGunError`::
     │   ├── LocalProtocolError        we were about to send something the server cannot take
     │   └── RemoteProtocolError       the peer sent bytes we cannot decode
     ├── TransportError                retryable
-    │   ├── ConnectTimeout            the TCP/WebSocket handshake did not finish in time
-    │   └── ConnectionLost            an open connection dropped (or was closed under us)
+    │   ├── ConnectTimeout            the TCP/TLS/WebSocket handshake did not finish in time
+    │   ├── ConnectionLost            an open connection dropped (or was closed under us)
+    │   └── TLSVerificationError      the server's certificate was refused (not retryable)
     ├── OperationTimeout              the caller's deadline passed with no answer
     ├── ServerError                   an ERROR frame from the server (.code)
     │   ├── AuthError                 AUTH_FAIL, or no usable token
@@ -28,7 +29,7 @@ from typing import Any, Dict, Optional, Type
 
 __all__ = [
     "TopGunError", "ConfigurationError", "ProtocolError", "LocalProtocolError",
-    "RemoteProtocolError", "TransportError", "ConnectTimeout", "ConnectionLost",
+    "RemoteProtocolError", "TransportError", "ConnectTimeout", "ConnectionLost", "TLSVerificationError",
     "OperationTimeout", "ServerError", "AuthError", "OpRejected", "ServerOverloaded",
     "NotOwnerError", "ClusterUnavailable", "ClientClosed", "server_error",
 ]
@@ -69,6 +70,23 @@ class ConnectTimeout(TransportError):
 
 class ConnectionLost(TransportError):
     """An open connection closed before the answer arrived."""
+
+
+class TLSVerificationError(TransportError):
+    """The server's TLS certificate failed verification (untrusted issuer, wrong hostname, expired).
+
+    Not ``retryable``: an operation tried again meets the same certificate. Reconnecting
+    still goes on in the background at the slowest back-off pace (a proxy may get a new
+    certificate), and a constructor waiting for its first connection raises this at once.
+    ``.verify_message`` is OpenSSL's reason, e.g. ``"Hostname mismatch, certificate is not
+    valid for 'localhost'."`` or ``"self-signed certificate in certificate chain"``.
+    """
+
+    retryable = False
+
+    def __init__(self, message: str, *, verify_message: str = "") -> None:
+        super().__init__(message)
+        self.verify_message = verify_message
 
 
 class OperationTimeout(TopGunError):

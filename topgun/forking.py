@@ -73,6 +73,10 @@ class SocketTracker:
         self._sockets.add(sock)
         return sock
 
+    def adopt(self, sock: Any) -> None:
+        """Remember a socket that replaced one of ours (a TLS socket wraps and detaches it)."""
+        self._sockets.add(sock)
+
     def sever(self) -> List[int]:
         """Detach every open socket (the objects become unusable) and return their descriptors."""
         fds = []

@@ -25,6 +25,20 @@ def test_children_reconnect_and_the_parent_is_undisturbed(mode: str, home: str, 
     assert proc.stdout.count(" ok (") == 2 and "parent ok" in proc.stdout
 
 
+@pytest.mark.nginx
+@pytest.mark.parametrize("mode, home", [("plain", "loop"), ("patched", "direct")])
+def test_children_of_a_tls_client_reconnect_and_the_parent_is_undisturbed(
+        mode: str, home: str, run_python: Any, server_url: str, topgun_nginx_factory: Any,
+        topgun_tls_ca: Any, tmp_path: Path) -> None:
+    proxy = topgun_nginx_factory(server_url)
+    ca_file = tmp_path / "ca.pem"
+    topgun_tls_ca.cert_pem.write_to_path(str(ca_file))
+    proc = run_python(str(SCRIPTS / "fork_children.py"), proxy.url, mode, str(ca_file))
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    assert f"mode {home}" in proc.stdout
+    assert proc.stdout.count(" ok (") == 2 and "parent ok" in proc.stdout
+
+
 def test_a_client_not_waited_for_starts_no_thread_before_first_use(run_python: Any, server_url: str) -> None:
     # gunicorn --preload: the master imports the app (making the client) and forks at once.
     proc = run_python(

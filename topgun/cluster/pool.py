@@ -34,7 +34,7 @@ from gevent.pool import Group
 
 from ..clock import Clock
 from ..config import ReconnectPolicy
-from ..errors import AuthError, TopGunError, describe
+from ..errors import AuthError, TLSVerificationError, TopGunError, describe
 from ..protocol import messages as m
 from ..retry import backoff_delays
 from ..transport.connection import Connection
@@ -178,7 +178,9 @@ class ConnectionPool:
                 self._on_connected(node.node_id, conn)
             if error is not None:
                 node.last_error = error
-                delay = self._policy.max_s if isinstance(error, AuthError) else next(delays)
+                # Refused credentials or certificates do not fix themselves soon: slowest pace.
+                slow = isinstance(error, (AuthError, TLSVerificationError))
+                delay = self._policy.max_s if slow else next(delays)
                 log.info("connect to node %s at %s failed (%s); retrying in %.2fs",
                          node.node_id, node.url, describe(error), delay)
                 self._clock.sleep(delay)

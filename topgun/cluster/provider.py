@@ -43,10 +43,11 @@ from tenacity import Retrying
 from ..clock import Clock
 from ..config import ClusterConfig, ReconnectPolicy, RetryPolicy
 from ..engine.provider import ProviderListener
-from ..errors import AuthError, ClientClosed, ConnectTimeout, RemoteProtocolError, TopGunError, describe
+from ..errors import AuthError, ClientClosed, ConnectTimeout, RemoteProtocolError, TLSVerificationError, TopGunError, describe
 from ..protocol import messages as m
 from ..retry import VersionedEvent, backoff_delays, retrying
 from ..transport.connection import Connection
+from .endpoints import EndpointResolver
 from .map_choice import MapChoice
 from .partition_map import LivePartitionMap, PartitionMap, lost_partitions, single_node_map
 from .pool import CONNECTED, ConnectFn, ConnectionPool
@@ -112,6 +113,7 @@ class ClusterProvider:
         self.on_node_lost = on_node_lost
         self.pmap = LivePartitionMap()
         self.choice = MapChoice()
+        self.endpoints = EndpointResolver(config)
         self.stats_counters = RoutingStats()
         self._routing = VersionedEvent()
         self._pool = ConnectionPool(connect, clock=clock, policy=reconnect, size=config.connections_per_node,
@@ -193,8 +195,8 @@ class ClusterProvider:
                 conn = self._connect(seed, on_message=self._on_seed_message, spawn=self._pool.spawn)
             except TopGunError as exc:
                 self.last_error = exc
-                if isinstance(exc, AuthError):
-                    self._refused.set()  # a refused token: wait_ready returns now, not at its timeout
+                if isinstance(exc, (AuthError, TLSVerificationError)):
+                    self._refused.set()  # refused credentials: wait_ready returns now, not at its timeout
                 delay = next(delays)
                 log.info("seed %s unreachable (%s); next try in %.2fs", seed, describe(exc), delay)
                 self._clock.sleep(delay)
@@ -286,7 +288,7 @@ class ClusterProvider:
                         len(lost), ", ".join(gone))
         self._map_refused = False
         self._refused.clear()
-        self._pool.update(pmap.connectable())
+        self._pool.update(self.endpoints.resolve_all(pmap.connectable()))
         self._routing.bump()
         self._update_ready()
         if self._listener is not None:

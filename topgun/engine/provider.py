@@ -26,7 +26,7 @@ from tenacity import Retrying
 
 from ..clock import Clock
 from ..config import ReconnectPolicy, RetryPolicy
-from ..errors import AuthError, ClientClosed, ConnectionLost, TopGunError
+from ..errors import AuthError, ClientClosed, ConnectionLost, TLSVerificationError, TopGunError
 from ..protocol import messages as m
 from ..retry import VersionedEvent, backoff_delays, retrying
 from ..transport.connection import Connection
@@ -136,12 +136,13 @@ class SingleServerProvider:
         while not self._closed:
             try:
                 conn = self._connect(self.url, on_message=self._on_message, on_closed=self._on_closed)
-            except AuthError as exc:
-                # Wrong credentials will not fix themselves quickly, but a token provider may;
-                # keep trying at the slowest pace and let callers see the error.
+            except (AuthError, TLSVerificationError) as exc:
+                # Wrong credentials or certificates will not fix themselves quickly, but a token
+                # provider (or a proxy's new certificate) may; keep trying at the slowest pace
+                # and let callers see the error.
                 self.last_error = exc
                 self._auth_failed.set()
-                log.warning("authentication to %s failed: %s", self.url, exc)
+                log.warning("%s refused the connection: %s", self.url, exc)
                 self._routing.bump()
                 self._clock.sleep(self._policy.max_s)
                 continue

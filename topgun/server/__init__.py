@@ -1,10 +1,10 @@
 """An embedded TopGun dev cluster on gevent-websocket, for development and tests only.
 
-**Not a production server.** Data lives in memory only; there is no persistence, no TLS, no
-access control beyond an optional HS256 token check (for clients; with a JWT secret, peers on
-the node-to-node ``/cluster`` endpoint must prove the same secret, see ``membership.py``), no
-rate limiting, and nodes listen on 127.0.0.1 by default. Use the real ``topgun-server`` for
-anything that matters.
+**Not a production server.** Data lives in memory only; there is no persistence, TLS only for
+tests (``certfile=``/``--certfile``, peers unverified), no access control beyond an optional HS256
+token check (for clients; with a JWT secret, peers on the node-to-node ``/cluster`` endpoint must
+prove the same secret, see ``membership.py``), no rate limiting, and nodes listen on 127.0.0.1 by
+default. Use the real ``topgun-server`` for anything that matters.
 
 What it does: N nodes (in this process, :class:`EmbeddedCluster`, or one process per node,
 :class:`~topgun.server.process.ProcessCluster` / ``python -m topgun.server``) serve the client

@@ -8,6 +8,10 @@ One node in this process, joining the cluster of the given seed(s)::
 
     python -m topgun.server --node-id n2 --port 0 --seeds ws://127.0.0.1:PORT/ws
 
+Serve ``wss://`` (for tests of TLS clients; the certificate must cover ``--host``)::
+
+    python -m topgun.server --nodes 3 --certfile cert.pem --keyfile key.pem
+
 Once listening (and part of the cluster's map) each node prints one flushed line
 ``READY <node-id> <ws-url>``. SIGINT or SIGTERM stops every node and exits 0; so does EOF on
 ``--parent-fd`` (how :class:`~topgun.server.process.ProcessCluster` makes nodes die with it).
@@ -43,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jwt-secret", help="require HS256 JWTs signed with this secret")
     p.add_argument("--strict", action="store_true",
                    help="answer writes for partitions a node does not own with NOT_OWNER")
+    p.add_argument("--certfile", help="serve wss:// with this PEM certificate chain (for tests of TLS clients)")
+    p.add_argument("--keyfile", help="the certificate's private key (default: inside --certfile)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for joining")
     p.add_argument("--parent-fd", type=int, help="exit when this descriptor reads EOF (the read end of a "
                    "pipe whose write end the parent holds: the node dies with its parent)")
@@ -75,6 +81,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.keyfile and not args.certfile:
+        print("error: --keyfile needs --certfile", file=sys.stderr)
+        return 2
     if args.nodes < 1:
         print("error: --nodes must be >= 1", file=sys.stderr)
         return 2
@@ -96,7 +105,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for i, node_id in enumerate(ids):
             port = args.port + i if args.port else 0
             node = Node(node_id, host=args.host, port=port, seeds=seeds, jwt_secret=args.jwt_secret,
-                        strict=args.strict)
+                        strict=args.strict, certfile=args.certfile, keyfile=args.keyfile)
             nodes.append(node)
             node.start(timeout=args.timeout)
             print(f"READY {node.node_id} {node.url}", flush=True)

@@ -76,10 +76,12 @@ Serve = Callable[[FrameSocket], None]
 
 def make_server(name: str, host: str, port: int, group: Pool, *, serve_client: Serve, serve_peer: Serve,
                 health: Callable[[], Dict[str, Any]], upgrade_timeout: float = UPGRADE_TIMEOUT_S,
-                client_budget: Optional[OutboundBudget] = None) -> WebSocketServer:
+                client_budget: Optional[OutboundBudget] = None,
+                ssl_context: Optional[Any] = None) -> WebSocketServer:
     """A not-yet-started server on ``host:port`` whose greenlets all go into ``group``.
 
     ``client_budget``: the budget every client socket's queued bytes count against.
+    ``ssl_context``: serve ``wss://`` with it (see ``tls.py``).
     """
     def app(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         ws = environ.get("wsgi.websocket")
@@ -113,8 +115,9 @@ def make_server(name: str, host: str, port: int, group: Pool, *, serve_client: S
             fs._writer.join(timeout=1.0)
         return []
 
+    tls: Dict[str, Any] = {} if ssl_context is None else {"ssl_context": ssl_context}
     server = WebSocketServer((host, port), app, handler_class=_QuietHandler,
-                             spawn=group, log=None, error_log=_ErrorLog())
+                             spawn=group, log=None, error_log=_ErrorLog(), **tls)
     server.upgrade_timeout = upgrade_timeout
     return server
 

@@ -36,6 +36,7 @@ class EmbeddedCluster:
         strict: nodes answer writes for partitions they do not own with ERROR NOT_OWNER.
         clock: passed to every node.
         host: listen address.
+        certfile, keyfile: every node serves ``wss://`` with this certificate (see ``Node``).
 
     Example::
 
@@ -46,7 +47,8 @@ class EmbeddedCluster:
     """
 
     def __init__(self, nodes: int = 3, *, jwt_secret: Optional[str] = None, strict: bool = False,
-                 clock: Optional[Clock] = None, host: str = "127.0.0.1") -> None:
+                 clock: Optional[Clock] = None, host: str = "127.0.0.1",
+                 certfile: Optional[str] = None, keyfile: Optional[str] = None) -> None:
         if nodes < 1:
             raise ValueError(f"nodes must be >= 1, got {nodes}")
         self.size = nodes
@@ -54,6 +56,7 @@ class EmbeddedCluster:
         self.strict = strict
         self.clock: Clock = clock if clock is not None else GeventClock()
         self.host = host
+        self.certfile, self.keyfile = certfile, keyfile
         self.nodes: Dict[str, Node] = {}        # live nodes
         self.ports: Dict[str, int] = {}         # every node ever started, for restart()
         self._next = 1
@@ -164,7 +167,7 @@ class EmbeddedCluster:
 
     def _new_node(self, node_id: str, seeds: Any, port: int = 0) -> Node:
         node = Node(node_id, host=self.host, port=port, seeds=seeds, jwt_secret=self.jwt_secret,
-                    strict=self.strict, clock=self.clock)
+                    strict=self.strict, clock=self.clock, certfile=self.certfile, keyfile=self.keyfile)
         self.nodes[node_id] = node
         self.ports.setdefault(node_id, 0)
         return node

@@ -17,10 +17,8 @@ including the chunk a blocked ``sendall`` is still writing.
 
 :func:`dial` opens the client side of a node-to-node link (``/cluster`` on a peer's port).
 It is deliberately minimal (no TLS, no extensions) and masks with a zero key, which every
-WebSocket server accepts. It lives here rather than in ``topgun.transport`` because ``server``
-must not depend on the client stack.
-
-Not here: the HTTP upgrade on the accepting side (``app.py``), what a message means.
+WebSocket server accepts; ``wss://`` peers (a TLS dev node) are wrapped by ``tls.py``. It lives
+here rather than in ``topgun.transport`` because ``server`` must not depend on the client stack.
 """
 from __future__ import annotations
 
@@ -261,7 +259,7 @@ class FrameSocket:
 def split_ws_url(url: str) -> Tuple[str, int]:
     """``ws://host:port/...`` -> (host, port)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("ws", "") or not parts.hostname or not parts.port:
+    if parts.scheme not in ("ws", "wss", "") or not parts.hostname or not parts.port:
         raise ValueError(f"not a ws://host:port URL: {url!r}")
     return parts.hostname, parts.port
 
@@ -277,6 +275,9 @@ def dial(url: str, path: str, *, timeout: float, spawn: Callable[..., Any],
     sock = gsocket.create_connection((host, port), timeout=timeout)
     try:
         sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+        if url.startswith("wss:"):     # a TLS node (topgun.server.tls)
+            from .tls import wrap_peer
+            sock = wrap_peer(sock, host)
         key = base64.b64encode(os.urandom(16)).decode()
         sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
                       f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"

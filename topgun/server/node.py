@@ -82,6 +82,8 @@ class Node:
             connection is disconnected.
         slow_consumer_bytes: bytes queued for one connection past which it gets no events.
         max_queries_per_connection: live queries one connection may hold (ERROR 429 past it).
+        certfile, keyfile: serve TLS (``wss://``) with this PEM certificate chain and key
+            (see :mod:`topgun.server.tls`); peers then link to this node over TLS too.
     """
 
     def __init__(self, node_id: str, *, host: str = "127.0.0.1", port: int = 0,
@@ -89,7 +91,8 @@ class Node:
                  clock: Optional[Clock] = None, incarnation: Optional[str] = None,
                  cluster_secret: Optional[str] = None, upgrade_timeout: float = _app.UPGRADE_TIMEOUT_S,
                  outbound_budget: int = NODE_OUTBOUND_BYTES, slow_consumer_bytes: int = SLOW_CONSUMER_BYTES,
-                 max_queries_per_connection: int = MAX_QUERIES_PER_CONNECTION) -> None:
+                 max_queries_per_connection: int = MAX_QUERIES_PER_CONNECTION,
+                 certfile: Optional[str] = None, keyfile: Optional[str] = None) -> None:
         if not node_id or ":" in node_id or "/" in node_id:
             raise ValueError(f"bad node id {node_id!r}")
         self.node_id = node_id
@@ -102,6 +105,7 @@ class Node:
         self.upgrade_timeout = upgrade_timeout
         self.outbound = OutboundBudget(outbound_budget)
         self.slow_consumer_bytes = slow_consumer_bytes
+        self.certfile, self.keyfile = certfile, keyfile
         self.clock: Clock = clock if clock is not None else GeventClock()
         self.incarnation = incarnation or os.urandom(6).hex()
         self.hlc = HLC(node_id, now_ms=self.clock.now_ms)
@@ -167,10 +171,16 @@ class Node:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/ws"
+        return f"{'wss' if self.certfile else 'ws'}://{self.host}:{self.port}/ws"
 
     def spawn(self, fn: Callable[..., Any], *args: Any) -> gevent.Greenlet:
         return self.group.spawn(fn, *args)
+
+    def _ssl_context(self) -> Any:
+        if not self.certfile:
+            return None
+        from .tls import server_context
+        return server_context(self.certfile, self.keyfile)
 
     def start(self, timeout: float = 15.0) -> "Node":
         """Listen, then join the cluster of ``seeds`` (or found one); returns when in the map.
@@ -181,7 +191,8 @@ class Node:
         self.server = _app.make_server(self.node_id, self.host, self.requested_port, self.group,
                                        serve_client=self.serve_client,
                                        serve_peer=self.membership.serve_incoming, health=self._health,
-                                       upgrade_timeout=self.upgrade_timeout, client_budget=self.outbound)
+                                       upgrade_timeout=self.upgrade_timeout, client_budget=self.outbound,
+                                       ssl_context=self._ssl_context())
         self.server.start()
         self.port = self.server.server_port
         self.membership.start(self.url, self.seeds, self.ready, found=self.rebalancer.found_cluster)

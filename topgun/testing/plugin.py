@@ -13,8 +13,9 @@ heavier is imported inside the fixture that needs it.
 """
 from __future__ import annotations
 
+import os
 import secrets
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from topgun.testing.realcluster import RealCluster
     from topgun.testing.realserver import RealServer
 
-__all__ = ["attach_logs"]
+__all__ = ["attach_logs", "require_nginx", "TLSFiles"]
 
 _LOG_TAIL_LINES = 200
 
@@ -225,3 +226,79 @@ def topgun_url_client_factory() -> Iterator[Callable[..., Any]]:
 def topgun_client(topgun_cluster: Any, topgun_client_factory: Callable[..., Any]) -> Any:
     """A cluster-mode ``TopGunClient`` connected to ``topgun_cluster``."""
     return topgun_client_factory(topgun_cluster.urls)
+
+
+# --------------------------------------------------------------------------------------------
+# TLS: a test CA (trustme) and a real nginx terminating TLS in front of nodes
+
+
+@pytest.fixture(scope="session")
+def topgun_tls_ca() -> Any:
+    """A ``trustme.CA`` for the session: ``.issue_cert(...)``, ``.configure_trust(ctx)``."""
+    import trustme
+    return trustme.CA()
+
+
+class TLSFiles:
+    """A server certificate chain and key written to PEM files, and a client context trusting its CA."""
+
+    def __init__(self, ca: Any, directory: Path, *names: str) -> None:
+        import ssl
+        directory.mkdir(parents=True, exist_ok=True)
+        cert = ca.issue_cert(*names)
+        self.names = names
+        self.certfile, self.keyfile = directory / "cert.pem", directory / "key.pem"
+        cert.private_key_pem.write_to_path(self.keyfile)
+        cert.cert_chain_pems[0].write_to_path(self.certfile)
+        for pem in cert.cert_chain_pems[1:]:
+            pem.write_to_path(self.certfile, append=True)
+        self.client_context = ssl.create_default_context()
+        ca.configure_trust(self.client_context)
+
+    def __repr__(self) -> str:
+        return f"<TLSFiles {list(self.names)} {self.certfile}>"
+
+
+@pytest.fixture
+def topgun_tls_files(topgun_tls_ca: Any, tmp_path: Path) -> TLSFiles:
+    """A certificate for ``localhost`` and ``127.0.0.1`` signed by the session's test CA."""
+    return TLSFiles(topgun_tls_ca, tmp_path / "tls", "localhost", "127.0.0.1")
+
+
+def require_nginx(environ: Mapping[str, str] | None = None,
+                  find: Callable[[], Path | None] | None = None) -> Path:
+    """The nginx binary; skips the test without one, or fails it when ``CI`` is set."""
+    from topgun.testing.nginx import NGINX_MISSING, find_nginx
+    binary = (find or find_nginx)()
+    if binary is None:
+        if (os.environ if environ is None else environ).get("CI"):
+            pytest.fail(f"{NGINX_MISSING} (CI is set, so this is a failure, not a skip)")
+        pytest.skip(NGINX_MISSING)
+    return binary
+
+
+@pytest.fixture
+def topgun_nginx_factory(request: pytest.FixtureRequest, tmp_path: Path,
+                         topgun_tls_files: TLSFiles) -> Iterator[Callable[..., Any]]:
+    """``start(upstream_urls, tls=None) -> NginxProxy`` (one TLS listener per ws:// upstream).
+
+    ``tls`` is a :class:`TLSFiles` (default ``topgun_tls_files``: localhost and 127.0.0.1).
+    Every nginx it started is stopped after the test; its error log is attached to a failure.
+    Without an nginx binary the test is skipped, or fails when ``CI`` is set in the environment.
+    """
+    from topgun.testing.nginx import NginxProxy
+    require_nginx()
+    started: list[Any] = []
+
+    def start(upstreams: Any, tls: TLSFiles | None = None, **kw: Any) -> Any:
+        files = tls or topgun_tls_files
+        upstreams = [upstreams] if isinstance(upstreams, str) else list(upstreams)
+        proxy = NginxProxy(tmp_path / f"nginx{len(started)}", upstreams, certfile=files.certfile,
+                           keyfile=files.keyfile, **kw)
+        started.append(proxy)
+        attach_logs(request, proxy)
+        return proxy.start()
+
+    yield start
+    for proxy in reversed(started):
+        proxy.stop()

@@ -16,9 +16,16 @@ What it handles: masked client frames, 7/16/64-bit lengths, fragmented (continua
 ping -> pong, close -> close reply, a message size limit on both directions, and text frames,
 which are dropped (the TopGun server ignores text too).
 
-Deliberately not here: TLS (``wss://`` raises ConfigurationError), extensions such as
-permessage-deflate, subprotocols, proxies, redirects, sending text or fragmented messages, keep-alive
-pings and reconnecting. Those belong to the layer above or are not needed by TopGun.
+TLS: ``wss://`` wraps the TCP socket with ``gevent.ssl`` (whatever ``ssl.SSLContext`` is given,
+default: ``ssl.create_default_context()``, which verifies the chain against the system trust store
+and the hostname, and sends SNI) before the upgrade. TCP connect, TLS handshake and upgrade share
+one deadline. A refused certificate raises :class:`~topgun.errors.TLSVerificationError`; other
+handshake failures ConnectionLost. Afterwards frames go through the SSL socket exactly as through
+a plain one: one ``send`` per frame (one TLS record, one syscall) and buffered reads.
+
+Deliberately not here: extensions such as permessage-deflate, subprotocols, HTTP proxies (CONNECT),
+redirects, sending text or fragmented messages, keep-alive pings and reconnecting. Those belong to
+the layer above or are not needed by TopGun.
 
 Masking: RFC 6455 asks for a fresh, unpredictable key per frame, so script in a browser cannot
 steer the bytes on the wire into a transparent proxy's cache. This client is not a browser (whoever
@@ -32,20 +39,29 @@ import base64
 import hashlib
 import logging
 import os
-from typing import Any
+import ssl
+from typing import Any, Optional
 from urllib.parse import quote, urlsplit
 
 import gevent
 import gevent.lock
 from gevent import socket as gsocket
+from gevent import ssl as gssl
 
-from topgun.errors import ConfigurationError, ConnectionLost, ConnectTimeout, LocalProtocolError, RemoteProtocolError
+from topgun.errors import (
+    ConfigurationError,
+    ConnectionLost,
+    ConnectTimeout,
+    LocalProtocolError,
+    RemoteProtocolError,
+    TLSVerificationError,
+)
 
 # The frame pieces live in protocol/ (shared with the dev server); re-exported here.
 from topgun.protocol.wsframe import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, FrameParser, FrameWriter
 from topgun.transport.base import DEFAULT_MAX_MESSAGE_SIZE
 
-__all__ = ["WebSocketTransport", "FrameWriter", "FrameParser",
+__all__ = ["WebSocketTransport", "FrameWriter", "FrameParser", "default_ssl_context",
            "OP_CONT", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG"]
 
 log = logging.getLogger(__name__)
@@ -80,29 +96,35 @@ class WebSocketTransport:
 
     @classmethod
     def connect(cls, url: str, timeout: float, *, socket_module: Any = None,
-                max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> WebSocketTransport:
+                max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                ssl_context: Optional[ssl.SSLContext] = None) -> WebSocketTransport:
         """Open a WebSocket connection.
 
         Args:
-            url: ``ws://host[:port][/path]``; the path defaults to ``/``.
-            timeout: seconds allowed for TCP connect plus the upgrade handshake, together.
+            url: ``ws://host[:port][/path]`` or ``wss://...``; the path defaults to ``/``.
+            timeout: seconds allowed for TCP connect, TLS handshake and upgrade, together.
             socket_module: provides ``create_connection`` (default ``gevent.socket``); for tests.
             max_message_size: largest message accepted in either direction, in bytes.
+            ssl_context: for ``wss://`` (ignored for ``ws://``): a private CA, client
+                certificates, pinning. Default: verify against the system trust store.
 
         Returns:
             An open transport with TCP_NODELAY set.
 
         Raises:
-            ConfigurationError: the URL is not ``ws://`` (``wss://`` is not supported yet) or an argument is invalid.
-            ConnectTimeout: connecting and the handshake took longer than ``timeout``.
-            ConnectionLost: the connection was refused or dropped, or the handshake failed.
+            ConfigurationError: the URL is not ``ws://`` or ``wss://``, or an argument is invalid.
+            ConnectTimeout: connecting and the handshakes took longer than ``timeout``.
+            TLSVerificationError: the server's certificate was refused (issuer, hostname, dates).
+            ConnectionLost: the connection was refused or dropped, or a handshake failed.
         """
-        host, port, host_header, resource = _parse_url(url)
+        tls, host, port, host_header, resource = _parse_url(url)
         if not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}")
         if max_message_size < 1:
             raise ConfigurationError(f"max_message_size must be >= 1, got {max_message_size!r}")
-        canonical = f"ws://{host_header}{resource}"
+        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+            raise ConfigurationError(f"ssl_context must be an ssl.SSLContext, got {type(ssl_context).__name__}")
+        canonical = f"{'wss' if tls else 'ws'}://{host_header}{resource}"
         sockets = gsocket if socket_module is None else socket_module
         deadline = gevent.Timeout(timeout)
         deadline.start()
@@ -110,6 +132,12 @@ class WebSocketTransport:
         try:
             sock = sockets.create_connection((host, port), timeout)
             sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+            if tls:
+                sock = _wrap_tls(sock, host, ssl_context)
+                adopt = getattr(sockets, "adopt", None)   # forking.SocketTracker: sever it after fork
+                if adopt is not None:
+                    adopt(sock)
+                sock.do_handshake()     # bounded by the same deadline as everything else here
             leftover = _handshake(sock, host_header, resource, canonical)
             sock.settimeout(None)
         except BaseException as exc:
@@ -117,6 +145,12 @@ class WebSocketTransport:
                 _close_quietly(sock)
             if exc is deadline or isinstance(exc, TimeoutError):
                 raise ConnectTimeout(f"connecting to {canonical} took longer than {timeout}s") from exc
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                reason = exc.verify_message or str(exc)
+                raise TLSVerificationError(f"TLS certificate verification failed for {canonical}: {reason}",
+                                           verify_message=reason) from exc
+            if isinstance(exc, ssl.SSLError):
+                raise ConnectionLost(f"TLS handshake with {canonical} failed: {exc.reason or exc}") from exc
             if isinstance(exc, OSError):
                 raise ConnectionLost(f"cannot connect to {canonical}: {exc}") from exc
             raise
@@ -284,29 +318,50 @@ class WebSocketTransport:
             _close_quietly(self._sock)
 
 
-def _parse_url(url: str) -> tuple[str, int, str, str]:
-    """Split a ws:// URL into (host, port, Host header, request target)."""
+def _parse_url(url: str) -> tuple[bool, str, int, str, str]:
+    """Split a ws:// or wss:// URL into (tls, host, port, Host header, request target)."""
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
         raise ConfigurationError(f"invalid WebSocket URL {url!r}: {exc}") from exc
-    if parts.scheme == "wss":
-        raise ConfigurationError(f"TLS is not supported yet: use ws:// instead of {url!r}")
-    if parts.scheme != "ws":
-        raise ConfigurationError(f"WebSocket URL must start with ws://, got {url!r}")
+    if parts.scheme not in ("ws", "wss"):
+        raise ConfigurationError(f"WebSocket URL must start with ws:// or wss://, got {url!r}")
+    tls = parts.scheme == "wss"
     host = parts.hostname
     if not host:
         raise ConfigurationError(f"WebSocket URL has no host: {url!r}")
     host_header = f"[{host}]" if ":" in host else host
     if port is None:
-        port = 80
+        port = 443 if tls else 80
     else:
         host_header = f"{host_header}:{port}"
     resource = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
     if parts.query:
         resource = f"{resource}?{quote(parts.query, safe='/?%:@!$&()*+,;=-._~')}"
-    return host, port, host_header, resource
+    return tls, host, port, host_header, resource
+
+
+_default_context: Optional[ssl.SSLContext] = None
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """The context ``wss://`` uses when none is given: system trust store, hostname check."""
+    global _default_context
+    if _default_context is None:
+        # Built once: loading the system trust store takes milliseconds.
+        _default_context = gssl.create_default_context()
+    return _default_context
+
+
+def _wrap_tls(sock: Any, host: str, context: Optional[ssl.SSLContext]) -> Any:
+    """Wrap a connected TCP socket in a gevent SSL socket; the handshake is left to the caller."""
+    context = default_ssl_context() if context is None else context
+    # gevent's cooperative SSLSocket, built the way gevent.ssl.SSLContext.wrap_socket builds it,
+    # so that a stdlib ssl.SSLContext (a user's, made without monkey-patching) works too: its own
+    # wrap_socket would return a blocking stdlib socket. server_hostname gives SNI and the
+    # hostname check (an IP address is checked against the certificate's IP SANs, without SNI).
+    return gssl.SSLSocket(sock=sock, server_hostname=host, do_handshake_on_connect=False, _context=context)
 
 
 def _handshake(sock: Any, host_header: str, resource: str, url: str) -> bytes:

@@ -1,10 +1,12 @@
 """Fork two children from a process holding a connected client; run by tests/threads/test_fork_safety.py.
 
-    python fork_children.py URL plain|gevent|patched
+    python fork_children.py URL plain|gevent|patched [CA_FILE]
 
 plain: unpatched, no gevent in the main thread (the client runs on a loop thread);
 gevent: unpatched, but the main thread already runs gevent (direct home, os.fork unpatched);
 patched: monkey-patched (direct home, gevent's own fork wrapper).
+With CA_FILE (a wss:// URL through a TLS proxy) the client trusts that CA: a child writing into
+the parent's TLS session would corrupt it for both, so the same checks matter even more there.
 Exit 0 when children and parent all worked and no child kept the parent's socket.
 """
 import os
@@ -18,12 +20,15 @@ elif mode == "gevent":
     import gevent
     gevent.sleep(0)
 
+import ssl  # noqa: E402
+
 import topgun  # noqa: E402
 
-client = topgun.TopGunClient(url=url)
+ctx = ssl.create_default_context(cafile=sys.argv[3]) if len(sys.argv) > 3 else None
+client = topgun.TopGunClient(url=url, ssl_context=ctx)
 kv = client.map("fork_safety")
 kv.set("parent", -1)
-parent_inodes = {os.fstat(s.fileno()).st_ino for s in list(client._sockets._sockets)}
+parent_inodes = {os.fstat(s.fileno()).st_ino for s in list(client._sockets._sockets) if s.fileno() >= 0}
 assert parent_inodes, "the parent holds a socket"
 print("mode", client.thread_mode, flush=True)
 
@@ -44,7 +49,7 @@ def child(i: int) -> int:
         return 3
     kv.set(f"child{i}", os.getpid())                 # first use: a fresh home and connection
     assert kv.get(f"child{i}") == os.getpid()
-    mine = {os.fstat(s.fileno()).st_ino for s in list(client._sockets._sockets)}
+    mine = {os.fstat(s.fileno()).st_ino for s in list(client._sockets._sockets) if s.fileno() >= 0}
     assert mine and not mine & parent_inodes
     print(f"child {i} ok ({client.thread_mode})", flush=True)
     client.close()
