@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_engine import Rig
 
+from topgun.engine.writes import PendingWrite
 from topgun.protocol import codec
 from topgun.protocol import messages as m
-from topgun.engine.writes import PendingWrite
 from topgun.transport.memory import MemoryTransport
 
 pytestmark = pytest.mark.timeout(60)

@@ -43,7 +43,15 @@ from tenacity import Retrying
 from ..clock import Clock
 from ..config import ClusterConfig, ReconnectPolicy, RetryPolicy
 from ..engine.provider import ProviderListener
-from ..errors import AuthError, ClientClosed, ConnectTimeout, RemoteProtocolError, TLSVerificationError, TopGunError, describe
+from ..errors import (
+    AuthError,
+    ClientClosed,
+    ConnectTimeout,
+    RemoteProtocolError,
+    TLSVerificationError,
+    TopGunError,
+    describe,
+)
 from ..protocol import messages as m
 from ..retry import VersionedEvent, backoff_delays, retrying
 from ..transport.connection import Connection
