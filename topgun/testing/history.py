@@ -445,11 +445,11 @@ def _linearizable(k: _Key, fifo: bool, max_steps: int) -> Optional[Tuple[bool, O
                 prev_write[i] = last.get(p, -1)
                 last[p] = i
     seen = set()
-    stack: List[Tuple[int, Any]] = [(0, None)]
+    stack: List[Tuple[int, Any, int]] = [(0, None, 0)]   # (ops linearized, register, first not linearized)
     steps = 0
     best, best_count = 0, -1
     while stack:
-        done, reg = stack.pop()
+        done, reg, i = stack.pop()
         if done & required == required:
             return True, ops[0]
         steps += 1
@@ -459,9 +459,9 @@ def _linearizable(k: _Key, fifo: bool, max_steps: int) -> Optional[Tuple[bool, O
         if count > best_count:
             best, best_count = done, count
         # Candidates: not yet linearized, and no unlinearized op finished before they started.
-        i = 0
         while done >> i & 1:
             i += 1
+        first = i
         min_end = _INF
         window = []
         while i < n and start[i] <= min_end:
@@ -487,6 +487,6 @@ def _linearizable(k: _Key, fifo: bool, max_steps: int) -> Optional[Tuple[bool, O
                 nxt = (done | skip | 1 << j, value[j])
             if nxt not in seen:
                 seen.add(nxt)
-                stack.append(nxt)
+                stack.append((nxt[0], nxt[1], first))
     stuck = next(ops[i] for i in range(n) if not best >> i & 1 and end[i] != _INF)
     return False, stuck
