@@ -246,7 +246,7 @@ class Summary:
         return "\n".join(lines)
 
 
-def check(history: History | Iterable[Op], *, fifo: bool = True, max_ops: int = 3000,
+def check(history: History | Iterable[Op], *, fifo: bool = True, max_ops: int = 10_000,
           max_steps: int = 200_000) -> Summary:
     """Check every key of ``history`` as a register; see the module docstring for what is proved.
 

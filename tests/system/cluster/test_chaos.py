@@ -48,6 +48,8 @@ def chaos(topgun_process_cluster_factory: Callable[..., Any], topgun_client_fact
 
 
 def finish(load: ChaosLoad, fresh_client: Any, what: str) -> Summary:
+    more = load.op_count() + WARMUP_OPS            # the load goes on a while after the recovery
+    wait_for(lambda: load.op_count() >= more, timeout=30.0, what="load after the recovery")
     summary = load.finish(fresh_client)
     print(f"\n{what}\n{summary}")
     finals = [op for op in load.history.ops if op.process == "final"]
@@ -70,7 +72,6 @@ def test_sigkill_of_an_owner_loses_no_acknowledged_write(chaos: Any, topgun_clie
     fault = load.freeze()
     cluster.kill(victim)
     took = load.wait_acked_after(fault, STEADY, what=f"after SIGKILL of {victim}")
-    wait_for(lambda: load.op_count() >= 2 * WARMUP_OPS, timeout=30.0, what="load after the kill")
     summary = finish(load, topgun_client_factory(cluster.urls),
                      f"SIGKILL of owner {victim}: every steady key written again after {took:.2f}s")
     assert_clean(summary)
@@ -113,7 +114,6 @@ def test_sigstop_of_an_owner_loses_no_acknowledged_write(chaos: Any, topgun_clie
     finally:
         proc.signal(signal.SIGCONT)
     # The resumed node was declared dead meanwhile; whatever it does now must not undo acked writes.
-    wait_for(lambda: load.op_count() >= 3 * WARMUP_OPS, timeout=30.0, what="load after SIGCONT")
     summary = finish(load, topgun_client_factory(cluster.urls),
                      f"SIGSTOP of owner {victim} (steady keys written again after {took:.2f}s), then SIGCONT")
     assert_clean(summary)
