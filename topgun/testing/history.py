@@ -193,6 +193,8 @@ class History:
         """Append a finished op with given times (``end=None`` with status ``unknown``: never returned)."""
         if kind not in (WRITE, READ) or status not in (OK, FAIL, UNKNOWN):
             raise ValueError(f"bad op kind/status {kind!r}/{status!r}")
+        if status != UNKNOWN and end is None:
+            raise ValueError("only an unknown op may have no end time")
         with self._lock:
             op = Op(len(self._ops), process, kind, key, value, start, end, status)
             self._ops.append(op)
@@ -217,7 +219,7 @@ class Summary:
     lost: int = 0
     stale: int = 0
     anomalies: List[Anomaly] = field(default_factory=list)
-    checkers: Dict[str, str] = field(default_factory=dict)   # key -> "linearizable" or "simple: <why>"
+    checkers: Dict[str, str] = field(default_factory=dict)   # key -> "wgl" (search ran) or "simple: <why>"
 
     @property
     def valid(self) -> bool:
@@ -233,8 +235,8 @@ class Summary:
         return f"<Summary {str(self).splitlines()[0]}>"
 
     def __str__(self) -> str:
-        wgl = sum(1 for c in self.checkers.values() if c == "linearizable")
-        simple = [c for c in self.checkers.values() if c != "linearizable"]
+        wgl = sum(1 for c in self.checkers.values() if c == "wgl")
+        simple = [c for c in self.checkers.values() if c != "wgl"]
         lines = [f"history: {self.ops} ops ({self.ok} ok, {self.fail} fail, {self.unknown} unknown) "
                  f"on {self.keys} keys; "
                  f"lost {self.lost}, stale {self.stale}, anomalies {len(self.anomalies)}; "
@@ -405,7 +407,7 @@ def _check_key(key: str, ops: Sequence[Op], summary: Summary, fifo: bool, max_op
         if verdict is None:
             summary.checkers[key] = f"simple: search passed max_steps {max_steps}"
         else:
-            summary.checkers[key] = "linearizable"
+            summary.checkers[key] = "wgl"
             ok, stuck = verdict
             if not ok and not found:
                 found.append(Anomaly("not-linearizable", key, "no order of the ops explains every read; "
