@@ -39,6 +39,14 @@ def test_children_of_a_tls_client_reconnect_and_the_parent_is_undisturbed(
     assert proc.stdout.count(" ok (") == 2 and "parent ok" in proc.stdout
 
 
+@pytest.mark.parametrize("mode, home", [("plain", "loop"), ("gevent", "direct")])
+def test_multiprocessing_fork_workers_use_a_connected_client(mode: str, home: str, run_python: Any,
+                                                            server_url: str) -> None:
+    proc = run_python(str(SCRIPTS / "mp_children.py"), server_url, mode)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    assert f"mode {home}" in proc.stdout and "parent ok" in proc.stdout
+
+
 def test_a_client_not_waited_for_starts_no_thread_before_first_use(run_python: Any, server_url: str) -> None:
     # gunicorn --preload: the master imports the app (making the client) and forks at once.
     proc = run_python(

@@ -41,8 +41,8 @@ class Gunicorn:
     """One gunicorn master (``-k gevent`` unless told) serving an example app; the log has master and workers."""
 
     def __init__(self, app: str, env: Dict[str, str], log_path: Path, *, workers: int = 2,
-                 preload: bool = False, worker_class: str = "gevent") -> None:
-        self.app, self.env, self.log_path = app, env, log_path
+                 preload: bool = False, worker_class: str = "gevent", chdir: Path = EXAMPLES) -> None:
+        self.app, self.env, self.log_path, self.chdir = app, env, log_path, chdir
         self.workers, self.preload, self.worker_class = workers, preload, worker_class
         self.node_id = f"gunicorn {app}"   # for attach_logs
         self.proc: Optional[subprocess.Popen[bytes]] = None
@@ -63,7 +63,7 @@ class Gunicorn:
 
     def _try_start(self, timeout: float) -> bool:
         cmd = [sys.executable, "-m", "gunicorn", "-k", self.worker_class, "-w", str(self.workers),
-               "-b", f"127.0.0.1:{self.port}", "--chdir", str(EXAMPLES), "--graceful-timeout", "5",
+               "-b", f"127.0.0.1:{self.port}", "--chdir", str(self.chdir), "--graceful-timeout", "5",
                "--log-level", "info"]
         if _gunicorn_supports("--no-control-socket"):
             cmd.append("--no-control-socket")   # gunicorn 27+: one shared control socket per user otherwise
@@ -123,7 +123,7 @@ def cluster(topgun_process_cluster_factory: Callable[..., ProcessCluster]) -> Pr
 
 @pytest.fixture
 def gunicorn_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Gunicorn]]:
-    """``start(app, env, workers=2, preload=False, worker_class="gevent") -> Gunicorn`` (ready); stopped after."""
+    """``start(app, env, workers=2, preload=False, worker_class="gevent", chdir=EXAMPLES) -> Gunicorn`` (ready)."""
     started: List[Gunicorn] = []
 
     def start(app: str, env: Dict[str, str], **kw: Any) -> Gunicorn:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+import gevent
 import pytest
 import requests
 
@@ -153,4 +155,36 @@ def test_preloaded_app_reconnects_in_every_forked_worker(app: str, cluster: Any,
         for i in range(30):
             assert http.put(f"{server.base_url}/kv/preload/k{i}", json=i, timeout=10).status_code == 200
             assert http.get(f"{server.base_url}/kv/preload/k{i}", timeout=10).json() == i
+    assert "Traceback" not in server.log_tail(500)
+
+
+def test_preload_forks_a_connected_client_and_the_master_keeps_its_connection(
+        cluster: Any, gunicorn_factory: Any, topgun_client_factory: Any) -> None:
+    # The app's client connects and writes in the master; a master thread keeps writing "beat".
+    server = gunicorn_factory("preload_connected_app:app", app_env(cluster), workers=2, preload=True,
+                              chdir=Path(__file__).parent)
+    observer = topgun_client_factory(cluster.urls)
+    seen: Dict[int, Any] = {}
+    deadline = time.monotonic() + 20
+    while len(seen) < 2 and time.monotonic() < deadline:
+        with requests.Session() as fresh:   # a new connection may land on another worker
+            health = fresh.get(f"{server.base_url}/healthz", timeout=5).json()
+        seen[health["pid"]] = health
+    assert len(seen) == 2, seen
+    master = observer.map("preload").get("master")
+    for pid, health in seen.items():
+        assert pid != master == health["master"]                  # the client was made in the master ...
+        assert health["connected"] and health["thread_mode"] == "direct"
+        assert health["forks_seen"] == 1                          # ... and the fork hook ran in the worker
+    with requests.Session() as http:
+        for i in range(20):
+            assert http.put(f"{server.base_url}/kv/preload/w{i}", json=i, timeout=10).status_code == 200
+            assert http.get(f"{server.base_url}/kv/preload/w{i}", timeout=10).json() == i
+    assert all(observer.map("preload").get(f"w{i}") == i for i in range(20))
+    # The master's connection was not disturbed by the forks: its beat keeps going up.
+    first = observer.map("preload").get("beat")
+    deadline = time.monotonic() + 10
+    while observer.map("preload").get("beat") <= first + 5:
+        assert time.monotonic() < deadline, f"the master's writes stalled at beat {first}"
+        gevent.sleep(0.05)
     assert "Traceback" not in server.log_tail(500)

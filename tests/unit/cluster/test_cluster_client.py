@@ -1,6 +1,7 @@
 """ClusterProvider end to end over the in-memory FakeCluster (real Connection and WriteEngine, no sockets)."""
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, List
 
 import gevent
@@ -227,6 +228,18 @@ def test_periodic_refresh_keeps_one_request_in_flight(fake_cluster: Any, client_
     gevent.sleep(0.3)
     # Unanswered requests block the next one for REFRESH_TIMEOUT_S (1 s): at most 2 in 0.3 s.
     assert 1 <= fc.nodes["a"].map_requests <= 2
+
+
+def test_the_partition_map_is_refreshed_at_the_configured_interval(fake_cluster: Any, client_factory: Any) -> None:
+    fc = fake_cluster(["a"])
+    started = time.monotonic()
+    client_factory(fc, partition_map_refresh_interval=0.05)
+    node = fc.nodes["a"]
+    # The start-up request alone is 1: six need the 50 ms interval (a 30 s one sends no second).
+    wait_until(lambda: node.map_requests >= 6, timeout=5.0)
+    elapsed = time.monotonic() - started
+    # Jittered to 0.8-1.2 x the interval: never more than one per 40 ms, plus the start-up one.
+    assert node.map_requests <= 2 + elapsed / 0.04
 
 
 def test_updates_right_behind_the_query_answer_are_kept(fake_cluster: Any, client_factory: Any) -> None:

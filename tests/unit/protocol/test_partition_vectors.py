@@ -1,4 +1,9 @@
-"""FNV-1a partition hashing against the 350 vectors computed by the TypeScript core (tests/golden)."""
+"""FNV-1a partition hashing against the 350 vectors computed by the TypeScript core (tests/golden).
+
+One test per vector checks the client's hash (``topgun.protocol.hashing``) and the dev server's
+cached copy (``topgun.server.store``) together: the two share the hash, so a routing test that is
+"checked server-side" cannot see a wrong hash; only these vectors can.
+"""
 from __future__ import annotations
 
 import json
@@ -8,6 +13,7 @@ from typing import Any, Dict, List
 import pytest
 
 from topgun.protocol.hashing import PARTITION_COUNT, fnv1a32, merkle_path, partition_id
+from topgun.server.store import key_hash, pid_of
 
 VECTORS_FILE = Path(__file__).resolve().parents[2] / "golden" / "partition_vectors.json"
 DOC: Dict[str, Any] = json.loads(VECTORS_FILE.read_text(encoding="utf-8"))
@@ -30,6 +36,7 @@ def test_vector(vector: Dict[str, Any]) -> None:
     assert fnv1a32(key) == vector["hash_u32"]
     assert partition_id(key) == vector["partition"]
     assert merkle_path(key) == vector["hash_hex8"]
+    assert (key_hash(key), pid_of(key)) == (vector["hash_u32"], vector["partition"])   # the dev server
     if "utf16_units" in vector:
         assert len(vector["utf16_units"]) == vector["utf16_len"]
     if vector.get("rust_verified_live"):
