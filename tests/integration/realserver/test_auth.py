@@ -55,7 +55,7 @@ def test_a_token_within_the_servers_leeway_is_accepted(jwt_server: RealServer, m
     client = make_client(jwt_server.url, token=make_hs256_token(SECRET, sub="late", exp_in=-30))  # 60 s leeway
     client.map("notes").set("n1", 1)
     assert client.map("notes").get("n1") == 1
-    conn = client._engine.provider.any_connection()
+    conn = client.runtime.provider.any_connection()
     assert conn.authenticated and conn.user_id == "late"
 
 

@@ -39,7 +39,7 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def tls_socket_of(client: Any) -> Any:
-    return client._engine.provider.any_connection()._transport._sock
+    return client.runtime.provider.any_connection()._transport._sock
 
 
 # -- a good certificate ----------------------------------------------------------------------------
@@ -73,7 +73,7 @@ def test_cluster_mode_through_nginx_to_a_standalone_real_server(
     assert client.map("notes").get("n1") == 1
     states = client.cluster.node_states()
     assert [s.url for s in states.values()] == [proxy.url]
-    assert all(isinstance(c._transport._sock, gssl.SSLSocket) for c in client._engine.provider.open_connections())
+    assert all(isinstance(c._transport._sock, gssl.SSLSocket) for c in client.runtime.provider.open_connections())
 
 
 def test_embedded_cluster_through_one_nginx_listener_per_node(
@@ -102,7 +102,7 @@ def test_embedded_cluster_through_one_nginx_listener_per_node(
             assert owner == topgun_cluster.owner_of(key)
             assert states[owner].url == endpoint_map[topgun_cluster.url(owner)]
         assert {users.get(k)["k"] for k in keys} == set(keys)
-        for conn in client._engine.provider.open_connections():
+        for conn in client.runtime.provider.open_connections():
             assert isinstance(conn._transport._sock, gssl.SSLSocket)
     finally:
         client.close()
@@ -189,7 +189,7 @@ def test_writes_resume_after_nginx_is_killed_and_restarted_under_load(
     writers = [gevent.spawn(writer, k) for k in keys]
     try:
         wait_until(lambda: all(len(r) >= 20 and r[10].ready() for r in results.values()), 10.0, "writes acked")
-        reconnects = client._engine.provider.reconnects
+        reconnects = client.runtime.provider.reconnects
         proxy.kill()                                            # no close frame, no close_notify
         wait_until(lambda: not client.connected, 10.0, "the client noticed the dead proxy")
         during = {k: len(r) for k, r in results.items()}
@@ -201,7 +201,7 @@ def test_writes_resume_after_nginx_is_killed_and_restarted_under_load(
     finally:
         stop.set()
         gevent.joinall(writers, timeout=5.0)
-    assert client._engine.provider.reconnects > reconnects
+    assert client.runtime.provider.reconnects > reconnects
     for key, pending in results.items():
         # Every write ever submitted is acknowledged: none lost, none failed.
         assert [r.get(timeout=30.0) for r in pending] == ["APPLIED"] * len(pending)

@@ -59,7 +59,7 @@ def test_the_dev_cluster_serves_wss_and_the_client_routes_over_it(
     states = client.cluster.node_states()
     assert sorted(s.url for s in states.values()) == sorted(tls_cluster.urls)
     assert all(s.state == "CONNECTED" for s in states.values())
-    for conn in client._engine.provider.open_connections():
+    for conn in client.runtime.provider.open_connections():
         assert isinstance(conn._transport._sock, gssl.SSLSocket)
 
 
