@@ -97,7 +97,8 @@ MUTATIONS = [
         "a node's map of the same version as the one held counts as new (the live rule in cluster mode)"),
     Mutation(
         "unmasked-frame-tail", "topgun/protocol/wsframe.py",
-        'parts.append((int.from_bytes(view[full:], "big") ^ int.from_bytes(stream[:rest], "big")).to_bytes(rest, "big"))',
+        'parts.append((int.from_bytes(view[full:], "big") ^ int.from_bytes(stream[:rest], "big"))'
+        '.to_bytes(rest, "big"))',
         "parts.append(bytes(view[full:]))",
         ("tests/unit/test_websocket_frames.py",),
         "the bytes past the last 64 KiB chunk of a large frame go out unmasked"),

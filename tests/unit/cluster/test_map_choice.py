@@ -44,6 +44,8 @@ def test_a_node_replaces_its_own_map_only_with_a_newer_one_until_it_is_forgotten
     assert choice.offer("b", pmap("b", 5, ["a", "b"]))
     assert choice.trusted().source == "b"                     # a node's map beats a provisional one
     assert not choice.offer("b", pmap("b", 4, ["b"]))         # a late, older reply from the same node
+    assert not choice.offer("b", pmap("b", 5, ["b"]))         # the same version again (push and reply): no reinstall
+    assert choice.trusted().owners[0] == "a"                  # the first v5 is still the one held
     assert choice.offer("a", pmap("a", 1, ["a", "b"]))
     assert choice.trusted().source == "a"                     # lowest id, though its version is lower
     choice.forget("a")
