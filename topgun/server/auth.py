@@ -1,4 +1,4 @@
-"""HS256 JWT verification for the dev server's JWT mode, with hmac only (no PyJWT).
+"""HS256 JWTs for the dev server's JWT mode, with hmac only (no PyJWT): verify, and sign for its own tools.
 
 Matches the 2.2.0 server (WIRE.md 3.2): the header's ``alg`` must be ``HS256``, the key is the
 raw bytes of the secret, ``sub`` must be a string, ``exp`` is required and checked with 60 s of
@@ -10,11 +10,30 @@ import base64
 import hashlib
 import hmac
 import json
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
-__all__ = ["verify_hs256", "LEEWAY_S"]
+__all__ = ["verify_hs256", "sign_hs256", "LEEWAY_S"]
 
 LEEWAY_S = 60
+
+
+# The order and spacing PyJWT uses, so tokens are byte-identical to jwt.encode(..., algorithm="HS256").
+_HEADER = {"alg": "HS256", "typ": "JWT"}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _json(obj: Dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def sign_hs256(secret: str, claims: Dict[str, Any]) -> str:
+    """The compact HS256 JWT ``header.payload.signature`` of ``claims``."""
+    signing_input = f"{_b64(_json(_HEADER))}.{_b64(_json(claims))}"
+    signature = hmac.new(secret.encode(), signing_input.encode("ascii"), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
 
 
 def _b64decode(part: str) -> bytes:

@@ -31,6 +31,7 @@ import gevent
 from topgun.clock import Clock, GeventClock
 from topgun.protocol.hashing import partition_id
 
+from .auth import sign_hs256
 from .rawclient import RawClient
 
 __all__ = ["ProcessCluster", "NodeProcess", "NodeStartError"]
@@ -191,6 +192,7 @@ class ProcessCluster:
         self.log_dir = Path(log_dir)
         self.clock: Clock = clock if clock is not None else GeventClock()
         self.extra_args: List[str] = []
+        self.jwt_secret = jwt_secret
         if jwt_secret:
             self.extra_args += ["--jwt-secret", jwt_secret]
         if strict:
@@ -256,7 +258,10 @@ class ProcessCluster:
 
     def partition_map(self, node_id: str, timeout: float = 2.0) -> Dict[str, Any]:
         """The PARTITION_MAP payload node ``node_id`` holds now."""
-        with RawClient(self.url(node_id)) as client:
+        token = None
+        if self.jwt_secret:  # the map is asked for like a client would, so it must authenticate
+            token = sign_hs256(self.jwt_secret, {"sub": "process-cluster", "exp": self.clock.now_ms() // 1000 + 300})
+        with RawClient(self.url(node_id), token=token) as client:
             return client.request({"type": "PARTITION_MAP_REQUEST", "payload": {"currentVersion": 0}},
                                   "PARTITION_MAP", timeout)["payload"]
 

@@ -31,7 +31,7 @@ def lww_op(map_name: str, key: str, value: Any, millis: int, counter: int = 0, n
 class RawClient:
     """One WebSocket to ``url`` (path taken from the URL, default ``/ws``)."""
 
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, timeout: float = 5.0, *, token: Optional[str] = None) -> None:
         self.url = url
         self._pool = Pool(None)
         path = "/" + url.split("/", 3)[3] if url.count("/") >= 3 else "/ws"
@@ -42,6 +42,8 @@ class RawClient:
         # A reader greenlet, so a timeout never interrupts a frame half-read.
         self._inbox: Queue = Queue()
         self._pool.spawn(self._read)
+        if token is not None:  # a JWT-mode node answers nothing else until AUTH succeeds
+            self.request({"type": "AUTH", "token": token}, "AUTH_ACK", timeout)
 
     def _read(self) -> None:
         try:

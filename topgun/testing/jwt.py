@@ -6,18 +6,12 @@ token is ``AUTH_ACK {'userId': sub}``. Verifying or decoding tokens is deliberat
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import time
 from typing import Any
 
+from topgun.server.auth import sign_hs256
+
 __all__ = ["make_hs256_token"]
-
-# The order and spacing PyJWT uses, so tokens are byte-identical to jwt.encode(..., algorithm="HS256").
-_HEADER = {"alg": "HS256", "typ": "JWT"}
-
 
 def make_hs256_token(secret: str, sub: str = "user-1", *, exp_in: float | None = 3600,
                      now: float | None = None, **claims: Any) -> str:
@@ -39,14 +33,4 @@ def make_hs256_token(secret: str, sub: str = "user-1", *, exp_in: float | None =
     if exp_in is not None:
         payload["exp"] = int(issued + exp_in)
     payload.update(claims)
-    signing_input = f"{_b64(_json(_HEADER))}.{_b64(_json(payload))}"
-    signature = hmac.new(secret.encode(), signing_input.encode("ascii"), hashlib.sha256).digest()
-    return f"{signing_input}.{_b64(signature)}"
-
-
-def _json(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return sign_hs256(secret, payload)

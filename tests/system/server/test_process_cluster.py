@@ -138,3 +138,20 @@ def test_a_hung_node_is_dropped_from_the_map(process_cluster_factory):
     finally:
         cluster.processes["n3"].signal(signal.SIGCONT)
         cluster.kill("n3")
+
+
+def test_a_jwt_process_cluster_starts_and_serves_authenticated_clients(topgun_process_cluster_factory,
+                                                                        topgun_client_factory):
+    # ProcessCluster asks each node for its map while it starts; in JWT mode it must authenticate
+    # to do so (it used to time out waiting for a map the node never sends before AUTH).
+    from topgun.errors import AuthError
+    from topgun.testing.jwt import make_hs256_token
+    secret = "process-cluster-secret"
+    cluster = topgun_process_cluster_factory(3, jwt_secret=secret)
+    assert sorted(n["nodeId"] for n in cluster.wait_converged()["nodes"]) == ["n1", "n2", "n3"]
+    client = topgun_client_factory(cluster.urls, token=make_hs256_token(secret, sub="writer"))
+    users = client.map("users")
+    users.put_all({f"u{i}": i for i in range(50)})
+    assert users.entries() == {f"u{i}": i for i in range(50)}
+    with pytest.raises(AuthError):
+        topgun_client_factory(cluster.urls, token=make_hs256_token("another secret"), connect_timeout=3.0)
