@@ -23,7 +23,7 @@ import pytest
 from chaosload import ChaosLoad
 from steadyload import wait_for
 
-from topgun.testing.history import OK, Summary
+from topgun.testing.history import OK, UNKNOWN, History, Summary
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(90)]
 
@@ -57,9 +57,17 @@ def finish(load: ChaosLoad, fresh_client: Any, what: str) -> Summary:
     return summary
 
 
-def assert_clean(summary: Summary) -> None:
+def assert_clean(summary: Summary, history: History) -> None:
     assert summary.valid, str(summary)
-    assert summary.ok >= WARMUP_OPS and summary.unknown == 0, str(summary)
+    assert summary.ok >= WARMUP_OPS, str(summary)
+    # A write whose outcome is unknown (it timed out or its connection died) is a failover that took
+    # longer than the write's 20 s deadline. A read may time out (5 s) while its owner is stopped and
+    # not yet declared dead: that is its deadline working, so it is shown but allowed.
+    unknown = [op for op in history.ops if op.status == UNKNOWN]
+    writes = [op for op in unknown if op.kind == "write"]
+    assert not writes, f"{summary}\nwrites with no outcome: {[op.describe() for op in writes[:5]]}"
+    if unknown:
+        print(f"reads that ended at their deadline: {[op.describe() for op in unknown[:5]]}")
 
 
 def owners_of_keys(client: Any, keys: List[str]) -> List[str]:
@@ -74,7 +82,7 @@ def test_sigkill_of_an_owner_loses_no_acknowledged_write(chaos: Any, topgun_clie
     took = load.wait_acked_after(fault, STEADY, what=f"after SIGKILL of {victim}")
     summary = finish(load, topgun_client_factory(cluster.urls),
                      f"SIGKILL of owner {victim}: every steady key written again after {took:.2f}s")
-    assert_clean(summary)
+    assert_clean(summary, load.history)
 
 
 def test_sigkill_of_the_seed_loses_no_acknowledged_write(chaos: Any, topgun_client_factory: Any) -> None:
@@ -85,7 +93,7 @@ def test_sigkill_of_the_seed_loses_no_acknowledged_write(chaos: Any, topgun_clie
     took = load.wait_acked_after(fault, STEADY, what="after SIGKILL of the seed")
     summary = finish(load, topgun_client_factory(cluster.urls),
                      f"SIGKILL of the seed {seed}: every steady key written again after {took:.2f}s")
-    assert_clean(summary)
+    assert_clean(summary, load.history)
 
 
 def test_repeated_sigkills_and_restarts_lose_no_acknowledged_write(chaos: Any, topgun_client_factory: Any) -> None:
@@ -100,7 +108,7 @@ def test_repeated_sigkills_and_restarts_lose_no_acknowledged_write(chaos: Any, t
         rounds.append(f"{victim}: {took:.2f}s")
     summary = finish(load, topgun_client_factory(cluster.urls),
                      f"three SIGKILLs and restarts (steady keys written again after {', '.join(rounds)})")
-    assert_clean(summary)
+    assert_clean(summary, load.history)
 
 
 def test_sigstop_of_an_owner_loses_no_acknowledged_write(chaos: Any, topgun_client_factory: Any) -> None:
@@ -116,7 +124,7 @@ def test_sigstop_of_an_owner_loses_no_acknowledged_write(chaos: Any, topgun_clie
     # The resumed node was declared dead meanwhile; whatever it does now must not undo acked writes.
     summary = finish(load, topgun_client_factory(cluster.urls),
                      f"SIGSTOP of owner {victim} (steady keys written again after {took:.2f}s), then SIGCONT")
-    assert_clean(summary)
+    assert_clean(summary, load.history)
 
 
 def test_sigstop_of_the_seed_loses_no_acknowledged_write(chaos: Any, topgun_client_factory: Any) -> None:
@@ -130,7 +138,7 @@ def test_sigstop_of_the_seed_loses_no_acknowledged_write(chaos: Any, topgun_clie
         proc.signal(signal.SIGKILL)                    # a hung seed that never comes back
     summary = finish(load, topgun_client_factory(cluster.urls),
                      f"SIGSTOP of the seed n1, then SIGKILL (steady keys written again after {took:.2f}s)")
-    assert_clean(summary)
+    assert_clean(summary, load.history)
 
 
 def test_sigkill_of_an_owner_during_a_join_loses_no_acknowledged_write(chaos: Any,
@@ -148,4 +156,4 @@ def test_sigkill_of_an_owner_during_a_join_loses_no_acknowledged_write(chaos: An
     cluster.wait_converged(20.0)
     summary = finish(load, topgun_client_factory(cluster.urls),
                      f"SIGKILL of n2 while n4 joined (steady keys written again after {took:.2f}s)")
-    assert_clean(summary)
+    assert_clean(summary, load.history)
