@@ -21,7 +21,7 @@ Wire behaviour, as on 2.2.0 (WIRE.md 5.1, 9) except where the package docstring 
 What it is given: the node's id, its live table, its store, its peers and ``now()``.
 
 Not here: ORMAP_PUSH_DIFF (answered 501; the client does not use it), routed ORMap paths,
-the ORMap values in full-text search.
+searching OR-map values (``search.py`` reads them with :func:`entries_of`).
 """
 from __future__ import annotations
 

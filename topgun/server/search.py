@@ -12,7 +12,8 @@ match the real server's on the same data. Query syntax: words are OR-ed; ``AND``
 
 Differences: results carry the stored ``value`` (2.2.0 sends nil); a search is a scan of the
 node's records (fine for development sizes, not for millions of documents); subscriptions end
-with their connection and their ids are per connection; OR-map values are not searched.
+with their connection and their ids are per connection; a live search is not told about
+OR-map writes (a one-shot search does find OR-map keys, as on 2.2.0).
 
 What it is given: the node's id, its live table (what it owns), its store, and
 ``interest_changed`` (so the writer publishes writes of maps with live searches).
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tupl
 
 from topgun.protocol import codec
 
+from .ormaps import entries_of
 from .store import Store, Write
 from .table import LiveTable
 from .writes import BadFrame
@@ -161,7 +163,12 @@ class Search:
     def corpus(self, map_name: str) -> _Corpus:
         owners, me = self.tables.current.owners, self.node_id
         pids = [pid for pid, owner in enumerate(owners) if owner == me]
-        return _Corpus({k: (rec[1], doc_tokens(rec[1])) for k, rec in self.store.live_items(map_name, pids)})
+        docs = {k: (rec[1], doc_tokens(rec[1])) for k, rec in self.store.live_items(map_name, pids)}
+        for key, entry in entries_of(self.store, map_name, pids).items():   # OR-map keys: all their values
+            if entry["records"] and key not in docs:
+                values = [r["value"] for r in entry["records"]]
+                docs[key] = (values, doc_tokens(values))
+        return _Corpus(docs)
 
     def run(self, map_name: str, text: str, options: Dict[str, Any]) -> List[Dict[str, Any]]:
         corpus = self.corpus(map_name)
