@@ -14,8 +14,8 @@ import pytest
 from topgun.server import EmbeddedCluster
 
 
-@pytest.fixture(params=["real", "embedded"])
-def any_server_url(request: pytest.FixtureRequest) -> Iterator[str]:
+@pytest.fixture(params=["real", "embedded"], name="any_server_url")
+def any_server_url_fixture(request: pytest.FixtureRequest) -> Iterator[str]:
     """The URL of a fresh no-auth server: the real topgun-server 2.2.0 or one embedded node."""
     if request.param == "real":
         request.applymarker(pytest.mark.realserver)

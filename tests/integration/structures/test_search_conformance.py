@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import pytest
-from ormap_search_support import any_server_url, drain, eventually  # noqa: F401  (fixture)
+from ormap_search_support import any_server_url_fixture, drain, eventually  # noqa: F401  (fixture)
 
 from topgun import ConfigurationError, OperationTimeout, TopGunClient
 
