@@ -32,6 +32,7 @@ from .config import ClientConfig, ClusterConfig
 from .engine.provider import ConnectionProvider, SingleServerProvider
 from .errors import ClientClosed, ConnectTimeout, TopGunError
 from .maps import MapHandle
+from .ormaps import ORMapHandle
 from .protocol import messages as m
 from .runtime import Runtime
 from .transport.connection import Connection, TransportFactory
@@ -217,6 +218,11 @@ class TopGunClient:
         """A handle on the map ``name`` (cheap; no IO)."""
         self._check_open()
         return MapHandle(self, name)
+
+    def ormap(self, name: str) -> ORMapHandle:
+        """A handle on the observed-remove map ``name``: several values per key (cheap; no IO)."""
+        self._check_open()
+        return ORMapHandle(self, name)
 
     @threads.blocking()
     def ping(self, timeout: Optional[float] = None) -> float:

@@ -10,7 +10,7 @@ The handle keeps no state of its own beyond its name: every call looks up ``clie
 request runner, the query registry and the HLC.
 
 Not in here: wire shapes (``topgun.protocol.fastpath``), batching and acks (``topgun.engine``),
-live-query bookkeeping (``topgun.queries``).
+live-query bookkeeping (``topgun.queries``), full-text search (``topgun.search``).
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from .errors import ConfigurationError, TopGunError
 from .protocol import codec
 from .queries import Change, Subscription, build_query, query_once
 from .runtime import Runtime
+from .search import SearchChange, SearchRegistry, SearchResult, SearchSubscription, search_once, search_options
 
 __all__ = ["MapHandle", "RuntimeSource"]
 
@@ -236,6 +237,43 @@ class MapHandle:
         return self._client.runtime.queries.subscribe(self.name, query, fields, on_change, timeout)
 
     watch = subscribe
+
+    # ------------------------------------------------------------------ full-text search
+
+    @threads.blocking()
+    def search(self, text: str, *, limit: Optional[int] = None, min_score: Optional[float] = None,
+               timeout: Optional[float] = None) -> List[SearchResult]:
+        """Full-text search over the map's values, best score first.
+
+        Args:
+            text: the query (words are OR-ed; ``AND``, ``+word``, ``-word``, ``"a phrase"``).
+            limit: at most this many hits (the server's default is 10).
+            min_score: leave out hits scoring below this.
+
+        Returns:
+            :class:`~topgun.search.SearchResult` (key, score, matched_terms, value); values the
+            server leaves out (2.2.0 always does) are read before this returns.
+
+        Raises:
+            ConfigurationError: empty text or a bad limit/min_score.
+            OperationTimeout: no answer (and values) within ``timeout``.
+        """
+        return search_once(self._client.runtime, self.name, text, search_options(text, limit, min_score), timeout)
+
+    @threads.blocking()
+    def search_subscribe(self, text: str, on_change: Optional[Callable[[SearchChange], None]] = None, *,
+                         limit: Optional[int] = None, min_score: Optional[float] = None,
+                         timeout: Optional[float] = None) -> SearchSubscription:
+        """A live search: ``.results`` start as the first hits and follow ENTER/UPDATE/LEAVE changes.
+
+        Changes go to ``on_change`` (on the client's reader greenlet) or, without it, to iteration
+        and ``.get(timeout)``; your own writes are reported too. Close it with ``.close()``.
+        """
+        options = search_options(text, limit, min_score)
+        runtime = self._client.runtime
+        registry: SearchRegistry = runtime.service("search", SearchRegistry)
+        return registry.open(self.name, text, options, on_change,
+                             runtime.request_timeout if timeout is None else timeout)
 
     def __repr__(self) -> str:
         return f"<MapHandle {self.name}>"

@@ -10,6 +10,8 @@ child, on first use), and replaced whole: nothing in it is patched up in place. 
 - ``requests``: the request runner (reads, queries, with failover retries),
 - ``queries``: the live-query registry, a listener of the provider next to the engine,
 - ``hlc``: the hybrid logical clock that stamps writes,
+- ``service(name, make)``: one helper per name for the structure handles (the OR-map and search
+  subscription registries), built on first use, a listener of the provider, closed with the runtime,
 
 and ``start()``/``close()`` bring them up and down in order. Handles (:class:`~topgun.maps.MapHandle`
 and the structure handles to come) reach the client only through ``client.runtime`` and use
@@ -21,7 +23,7 @@ Not in here: building the connections (the client's ``connect``), configuration 
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Any, Callable, Dict, Optional
 
 from gevent.pool import Group
 
@@ -60,13 +62,28 @@ class Runtime:
                                   max_in_flight=max_in_flight, request_timeout=request_timeout)
         self.requests = RequestRunner(provider, clock=clock, request_timeout=request_timeout)
         self.queries = QueryRegistry(self.requests, home=home, spawn=self.group.spawn)
+        self.listeners = Listeners(self.engine, self.queries)
+        self._services: Dict[str, Any] = {}
         self.request_timeout = request_timeout
         self._closed = False
 
     def start(self) -> None:
         """Start the provider (its events go to the engine, then to the live queries) and the engine."""
-        self.provider.start(Listeners(self.engine, self.queries))
+        self.provider.start(self.listeners)
         self.engine.start()
+
+    def service(self, name: str, make: Callable[["Runtime"], Any]) -> Any:
+        """The runtime's one ``name`` helper, built by ``make(self)`` on first use.
+
+        It hears the provider's events from then on (``on_connected``, ``on_disconnected``,
+        ``on_map_updated``, ``on_message``) and its ``close()`` runs when the runtime closes.
+        A forked child's new runtime builds its own.
+        """
+        found = self._services.get(name)
+        if found is None:
+            found = self._services[name] = make(self)
+            self.listeners.add(found)
+        return found
 
     def wait_ready(self, timeout: float) -> bool:
         """True once the provider has a usable connection; False at the timeout."""
@@ -86,6 +103,11 @@ class Runtime:
             return
         self._closed = True
         self.queries.close()
+        for service in list(self._services.values()):
+            try:
+                service.close()
+            except Exception:  # one helper's failure must not keep the runtime open
+                log.exception("closing %r failed", service)
         self.group.kill(timeout=timeout)
         self.requests.close()
         self.engine.close(timeout=engine_timeout)  # closes the provider too

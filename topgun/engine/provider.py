@@ -86,6 +86,10 @@ class Listeners:
     def __init__(self, *listeners: ProviderListener) -> None:
         self.listeners = listeners
 
+    def add(self, listener: ProviderListener) -> None:
+        """Pass events to ``listener`` too, after the ones already here (a new tuple: safe mid-event)."""
+        self.listeners = self.listeners + (listener,)
+
     def on_connected(self, conn: Connection) -> None:
         for listener in self.listeners:
             listener.on_connected(conn)

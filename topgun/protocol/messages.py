@@ -44,7 +44,8 @@ __all__ = [
     "OrmapSyncRespBuckets", "OrmapSyncRespLeaf", "OrmapDiffRequest", "OrmapDiffResponse",
     "OrmapPushDiff", "PartitionMapRequest", "PartitionMap", "Ping", "Pong", "TopicSub",
     "TopicUnsub", "TopicPub", "TopicMessage", "LockRequest", "LockRelease", "LockGranted",
-    "LockReleased", "CounterRequest", "CounterSync", "CounterResponse", "CounterUpdate", "Error",
+    "LockReleased", "CounterRequest", "CounterSync", "CounterResponse", "CounterUpdate", "Search",
+    "SearchResp", "SearchSub", "SearchUpdate", "SearchUnsub", "Error",
     "Batch", "Unknown", "camel",
 ]
 
@@ -447,6 +448,50 @@ class CounterResponse(Message):
 class CounterUpdate(Message):
     name: str
     state: Dict[str, Dict[str, float]] = field(default_factory=lambda: {"p": {}, "n": {}})
+
+
+# --------------------------------------------------------------------------------------------
+# Full-text search (WIRE.md section 17; probed on 2.2.0: SEARCH_SUB is answered with a
+# SEARCH_RESP whose requestId is the subscriptionId, SEARCH_UNSUB with an internal OP_ACK)
+
+
+@message("SEARCH")
+class Search(Message):
+    request_id: str
+    map_name: str
+    query: str
+    options: Optional[Dict[str, Any]] = None
+
+
+@message("SEARCH_RESP")
+class SearchResp(Message):
+    request_id: str
+    results: List[Dict[str, Any]] = field(default_factory=list)
+    total_count: Optional[int] = None
+    error: Optional[str] = None
+
+
+@message("SEARCH_SUB")
+class SearchSub(Message):
+    subscription_id: str
+    map_name: str
+    query: str
+    options: Optional[Dict[str, Any]] = None
+
+
+@message("SEARCH_UPDATE")
+class SearchUpdate(Message):
+    subscription_id: str
+    key: str
+    change_type: str
+    value: Any = None
+    score: float = 0.0
+    matched_terms: List[str] = field(default_factory=list)
+
+
+@message("SEARCH_UNSUB")
+class SearchUnsub(Message):
+    subscription_id: str
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ Where this server differs from the real 2.2.0 server (on purpose) -- the one lis
 * **Bad frames get an ERROR** instead of silence: ``{code: 400, message, details}`` for an
   undecodable frame, a text frame, an unknown or server-only type, or a malformed message;
   501 for known message types the dev server does not implement (topics, locks, counters,
-  ORMap, search, SQL, journal, entry processors); 503 when a write could not be confirmed
+  ORMAP_PUSH_DIFF, hybrid and vector search, SQL, journal, entry processors); 503 when a write could not be confirmed
   within 8 s. Frames sent before a successful AUTH in JWT mode are still dropped silently.
   When the frame was a write, ``details.lastId`` is the ``lastId`` its OP_ACK would have had.
 * **NOT_OWNER** (strict mode only, ``strict=True`` / ``--strict``): a write batch touching a
@@ -63,7 +63,16 @@ Where this server differs from the real 2.2.0 server (on purpose) -- the one lis
   live queries (ERROR 429 past it).
 * **Mutual seeds**: nodes that all list each other as seeds form one cluster (the lowest node
   id among those reached founds it); the real server's cluster handshake is not modelled.
-* Not implemented: ORMap, topics, locks, PN counters, search, SQL, journal, entry processors,
+* **OR-maps** (``ormaps.py``): an add keeps the client's tag and timestamp (2.2.0 re-tags it), and
+  OR_REMOVE removes only its tag (2.2.0 wipes every value of the key). OR records are stored,
+  routed, replicated and migrated like LWW records; ORMAP_DIFF_REQUEST and the ORMap Merkle walk
+  (aggregate paths only, no routed ``PPP/`` paths) are gathered from every owner.
+* **Search** (``search.py``): node-local like 2.2.0 (a node searches the partitions it owns; a
+  cluster client asks every node), BM25 with tantivy's analyzer, so scores match; but results
+  carry the stored ``value`` (2.2.0 sends nil), a search scans the node's records (no index),
+  live searches end with their connection and are not told about OR-map writes, ``boost`` is ignored.
+* Not implemented: ORMAP_PUSH_DIFF, topics, locks, PN counters, hybrid and vector search, SQL,
+  journal, entry processors,
   ``cursor``/``groupBy`` in queries, TTL expiry (as on the real server), persistence, HTTP sync
   (``POST /sync`` answers 404), and the other HTTP endpoints but ``GET /health``.
 """

@@ -2,9 +2,10 @@
 
 A node serves clients on ``/ws`` and ``/`` and its peers on ``/cluster``, all on one port.
 Client frames are decoded here and dispatched to the module that handles them: writes to
-:class:`~topgun.server.writes.Writer`, live queries to
-:class:`~topgun.server.subscriptions.Subscriptions`, Merkle sync to
-:class:`~topgun.server.sync.MerkleSync`; AUTH, PING and PARTITION_MAP_REQUEST are answered
+:class:`~topgun.server.writes.Writer` (OR-map ops too, as shadow writes: ``ormaps.py``), live
+queries to :class:`~topgun.server.subscriptions.Subscriptions`, Merkle sync to
+:class:`~topgun.server.sync.MerkleSync`, OR-map reads to :class:`~topgun.server.ormaps.ORMaps`,
+full-text search to :class:`~topgun.server.search.Search`; AUTH, PING and PARTITION_MAP_REQUEST are answered
 here. Membership and partition moves live in ``membership.py`` and ``rebalance.py``.
 
 The node is where the parts are wired: each gets only what it uses (the store, the
@@ -40,8 +41,10 @@ from .auth import verify_hs256
 from .connection import MAX_QUERIES_PER_CONNECTION, NODE_OUTBOUND_BYTES, SLOW_CONSUMER_BYTES, ClientConnection
 from .frames import FrameSocket, FrameTooLarge, OutboundBudget
 from .membership import Membership
+from .ormaps import ORMaps, is_or_op, parse_or_op
 from .placement import PartitionTable
 from .rebalance import Rebalancer
+from .search import Search
 from .store import Store
 from .subscriptions import Subscriptions
 from .sync import MerkleSync
@@ -55,8 +58,7 @@ log = logging.getLogger(__name__)
 # Known message types the dev server does not implement: answered with ERROR 501.
 UNSUPPORTED = frozenset({
     "TOPIC_SUB", "TOPIC_UNSUB", "TOPIC_PUB", "LOCK_REQUEST", "LOCK_RELEASE", "COUNTER_REQUEST",
-    "COUNTER_SYNC", "ORMAP_SYNC_INIT", "ORMAP_MERKLE_REQ_BUCKET", "ORMAP_DIFF_REQUEST",
-    "ORMAP_PUSH_DIFF", "SEARCH", "SEARCH_SUB", "SEARCH_UNSUB", "HYBRID_SEARCH", "HYBRID_SEARCH_SUB",
+    "COUNTER_SYNC", "ORMAP_PUSH_DIFF", "HYBRID_SEARCH", "HYBRID_SEARCH_SUB",
     "HYBRID_SEARCH_UNSUB", "VECTOR_SEARCH", "SQL_QUERY", "ENTRY_PROCESS", "ENTRY_PROCESS_BATCH",
     "REGISTER_RESOLVER", "UNREGISTER_RESOLVER", "LIST_RESOLVERS", "JOURNAL_READ",
     "JOURNAL_SUBSCRIBE", "JOURNAL_UNSUBSCRIBE"})
@@ -122,7 +124,10 @@ class Node:
             node_id, self.incarnation, clock, spawn, map_version=lambda: self.tables.version,
             secret=cluster_secret if cluster_secret is not None else jwt_secret)
         self.subs = Subscriptions(node_id, tables, store, peers, max_queries=max_queries_per_connection)
-        self.writer = Writer(node_id, tables, store, peers, publish=self.subs.publish,
+        self.ormaps = ORMaps(node_id, tables, store, peers, now=self.hlc.now)
+        self.search = Search(node_id, tables, store, interest_changed=self.subs.recompute_interest)
+        self.subs.also_interested.append(self.search.maps)
+        self.writer = Writer(node_id, tables, store, peers, publish=self._publish,
                              interested=self.subs.interested, spawn=spawn, clock=clock)
         self.sync = MerkleSync(node_id, tables, store, peers, now=self.hlc.now, gather=self.subs.gather)
         self.rebalancer = Rebalancer(node_id, tables, store, peers, spawn=spawn, clock=clock, adopt=self.adopt)
@@ -133,6 +138,9 @@ class Node:
             "QUERY_SUB": self.subs.on_query_sub, "QUERY_UNSUB": self.subs.on_query_unsub,
             "SYNC_INIT": self.sync.on_sync_init, "MERKLE_REQ_BUCKET": self.sync.on_bucket,
             "QUERY_SYNC_INIT": self.sync.on_query_sync_init, "BATCH": self._on_batch,
+            "ORMAP_DIFF_REQUEST": self.ormaps.on_diff_request, "ORMAP_SYNC_INIT": self.ormaps.on_sync_init,
+            "ORMAP_MERKLE_REQ_BUCKET": self.ormaps.on_bucket, "SEARCH": self.search.on_search,
+            "SEARCH_SUB": self.search.on_search_sub, "SEARCH_UNSUB": self.search.on_search_unsub,
         }
 
     def _wire_peers(self) -> None:
@@ -144,12 +152,19 @@ class Node:
             "CLUSTER_GATHER": s.on_gather, "CLUSTER_MERKLE": sy.on_peer_merkle,
             "CLUSTER_PREPARE": rb.on_prepare, "CLUSTER_PREPARED": rb.on_prepared,
             "CLUSTER_COMMIT": rb.on_commit, "CLUSTER_SNAPSHOT": rb.on_snapshot,
+            "CLUSTER_OR_READ": self.ormaps.on_peer_read,
         }.items():
             peers.on(kind, fn)
         peers.on_change = rb.wake
         peers.on_death = self._on_peer_death
         peers.on_link_up = self._on_link_up
         peers.on_newer_map = rb.on_newer_map
+
+    def _publish(self, changed: Any, origin: Any) -> None:
+        # Writes this node applied as owner: change events, then the live searches' re-scoring.
+        self.subs.publish(changed, origin)
+        if self.search.maps:
+            self.search.on_applied(changed)
 
     def _on_peer_death(self, peer_id: str) -> None:
         self.subs.forget_peer(peer_id)
@@ -272,6 +287,8 @@ class Node:
         finally:
             self.conns.pop(conn.cid, None)
             self.subs.drop_connection(conn)
+            self.search.drop_connection(conn)
+            self.ormaps.drop_connection(conn)
             fs.close(flush=True)
 
     def handle_frame(self, conn: ClientConnection, data: Any) -> None:
@@ -368,7 +385,8 @@ class Node:
 
     def _write(self, conn: ClientConnection, ops: list, batch_wc: Any, last_id: str) -> None:
         try:
-            writes, level = parse_ops(ops, self.hlc.now)
+            writes, level = parse_ops([op for op in ops if not is_or_op(op)], self.hlc.now)
+            writes.extend(parse_or_op(op) for op in ops if is_or_op(op))
         except BadFrame as exc:
             exc.last_id = last_id
             raise

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tupl
 from topgun.protocol import codec
 
 from .membership import Membership
+from .ormaps import SHADOW, is_shadow, or_event
 from .queries import Query, QueryError
 from .store import MASK, Store, Write, item_hash
 from .table import LiveTable
@@ -67,6 +68,9 @@ class Subscriptions:
         self.interested: Set[str] = set()   # maps with local subscribers or interested peers
         self.pending: Dict[Tuple[int, str], List[bytes]] = {}
         self._announced: Set[str] = set()
+        # More maps whose writes the writer must publish (the maps with live searches), kept by
+        # their owners and read on every recompute_interest().
+        self.also_interested: List[Set[str]] = []
 
     # -- client requests
 
@@ -182,6 +186,10 @@ class Subscriptions:
         """Events for writes this node applied as owner; ``old`` is the previous record or None."""
         by_map: Dict[str, List[Event]] = {}
         for w, old in changed:
+            if is_shadow(w.map):   # an OR-map record: OR_ADD / OR_REMOVE on the user's map name
+                name, event = or_event(w)
+                by_map.setdefault(name, []).append(event)
+                continue
             live_old = old is not None and old[3]
             by_map.setdefault(w.map, []).append(
                 [w.key, "PUT" if w.live else "REMOVE", _record_wire(w) if w.live else None,
@@ -206,9 +214,13 @@ class Subscriptions:
         skip_cid = origin[1] if origin[0] == self.node_id else None
         encode = codec.encode_wire
         frames = []
-        for key, kind, record, _old_live, _old in events:
+        for key, kind, record, _old_live, old in events:
             payload = {"mapName": map_name, "eventType": kind, "key": key}
-            if record is not None:
+            if kind in ("OR_ADD", "OR_REMOVE"):   # old is the tag; no QUERY_UPDATE (as on 2.2.0)
+                if record is not None:
+                    payload["orRecord"] = record
+                payload["orTag"] = old
+            elif record is not None:
                 payload["record"] = record
             frames.append(encode({"type": "SERVER_EVENT", "payload": payload}))
         for conn, queries in list(conns.items()):
@@ -219,6 +231,8 @@ class Subscriptions:
                 continue
             for frame, (key, kind, record, old_live, old) in zip(frames, events):
                 conn.send_event(frame)
+                if kind in ("OR_ADD", "OR_REMOVE"):
+                    continue
                 for qid, query in queries.items():
                     was = old_live and query.match(old)
                     now = kind == "PUT" and query.match(record["value"])
@@ -256,10 +270,16 @@ class Subscriptions:
         if self.peer_interest.pop(peer, None) is not None:
             self._recompute()
 
+    def recompute_interest(self) -> None:
+        self._recompute()
+
     def _recompute(self) -> None:
         maps = set(self.by_map)
         for peer_maps in self.peer_interest.values():
             maps |= peer_maps
+        maps |= {SHADOW + name for name in maps}   # OR-map writes of watched maps publish too
+        for extra in self.also_interested:
+            maps |= extra
         # In place: the writer holds this very set.
         self.interested.intersection_update(maps)
         self.interested.update(maps)

@@ -17,7 +17,7 @@ What it is given: the node's id, its :class:`~topgun.server.table.LiveTable`, it
 peers, ``now()`` (the node's HLC, for the reply timestamps) and ``gather`` (the live-query
 gathering of ``subscriptions.py``, for QUERY_SYNC_INIT).
 
-Not here: ORMap sync (the dev server does not implement ORMap), keeping the trees up to date
+Not here: ORMap sync (``ormaps.py``), keeping the trees up to date
 (``store.py``).
 """
 from __future__ import annotations

@@ -85,6 +85,13 @@ SAMPLES: Dict[Type[m.Message], m.Message] = {
     m.CounterSync: m.CounterSync(name="hits", state=STATE),
     m.CounterResponse: m.CounterResponse(name="hits", state=STATE),
     m.CounterUpdate: m.CounterUpdate(name="hits", state=STATE),
+    m.Search: m.Search(request_id="s1", map_name="people", query="rust", options={"limit": 5}),
+    m.SearchResp: m.SearchResp(request_id="s1", results=[{"key": "p1", "value": None, "score": 0.105,
+                                                          "matchedTerms": ["rust"]}], total_count=1, error="x"),
+    m.SearchSub: m.SearchSub(subscription_id="sub1", map_name="docs", query="rust", options={"minScore": 0.5}),
+    m.SearchUpdate: m.SearchUpdate(subscription_id="sub1", key="d1", change_type="ENTER", value=None,
+                                   score=0.9, matched_terms=["rust"]),
+    m.SearchUnsub: m.SearchUnsub(subscription_id="sub1"),
     m.Error: m.Error(code=429, message="server overloaded, try again later", details={"lastId": "5"}),
     m.Batch: m.Batch(count=2, data=b"\x00\x00\x00\x01\xc0\x00\x00\x00\x01\xc0"),
 }

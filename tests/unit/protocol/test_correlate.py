@@ -29,7 +29,10 @@ PAIRS: List[Tuple[m.Message, m.Message]] = [
     (m.OrmapSyncInit("tags"), m.OrmapSyncRespRoot("tags", 5, TS)),
     (m.OrmapMerkleReqBucket("tags", "08"), m.OrmapSyncRespBuckets("tags", "08", {"4": 1})),
     (m.OrmapMerkleReqBucket("tags", "084"), m.OrmapSyncRespLeaf("tags", "084", [])),
-    (m.OrmapDiffRequest("tags", ["t1"]), m.OrmapDiffResponse("tags", [])),
+    (m.OrmapDiffRequest("tags", ["t1", "t2"]), m.OrmapDiffResponse("tags", [
+        {"key": "t1", "records": [], "tombstones": []}, {"key": "t2", "records": [], "tombstones": []}])),
+    (m.Search("s1", "docs", "rust"), m.SearchResp("s1", results=[], total_count=0)),
+    (m.SearchSub("sub-1", "docs", "rust"), m.SearchResp("sub-1", results=[], total_count=0)),
     (m.PartitionMapRequest(current_version=0), m.PartitionMap(version=5, partition_count=271)),
     (m.LockRequest("L1", "res-1", ttl=5000), m.LockGranted("L1", "res-1", 1)),
     (m.LockRequest("L2", "res-1"), m.LockReleased("L2", "res-1", False)),  # busy lock: denied at once
@@ -94,3 +97,20 @@ def test_error_key_uses_details_last_id_when_present() -> None:
     assert correlate.error_key(m.Error(429, "server overloaded, try again later")) is None
     assert correlate.error_key(m.Error(500, "boom", {"lastId": 12})) is None
     assert correlate.error_key(m.Error(500, "boom", "text")) is None
+
+
+def test_ormap_reads_of_different_keys_get_their_own_replies() -> None:
+    # Two gets of one OR-map in flight on one connection: each reply names its keys, in order.
+    a, b = m.OrmapDiffRequest("tags", ["a"]), m.OrmapDiffRequest("tags", ["b"])
+    assert correlate.request_key(a) != correlate.request_key(b)
+    reply = m.OrmapDiffResponse("tags", [{"key": "b", "records": [], "tombstones": []}])
+    assert correlate.reply_key(codec.decode(codec.encode(reply))) == correlate.request_key(b)
+
+
+def test_an_internal_ack_does_not_complete_a_write() -> None:
+    # 2.2.0 answers SEARCH_UNSUB (and ORMAP_PUSH_DIFF) with OP_ACK {lastId: <its call counter>} and
+    # no achievedLevel; a write batch whose last op id is that same number must not take it.
+    internal = codec.decode(codec.encode(m.OpAck(last_id="20")))
+    assert correlate.reply_key(internal) != correlate.request_key(op("20"))
+    empty_batch = codec.decode(codec.encode(m.OpAck(last_id="unknown")))
+    assert correlate.reply_key(empty_batch) == correlate.request_key(m.OpBatch(ops=(op("unknown"),)))
