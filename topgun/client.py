@@ -233,7 +233,9 @@ class TopGunClient:
     def stats(self) -> Dict[str, Any]:
         """Counters: ``engine`` (batches, acks, resends), ``outbox`` (None with memory storage) and
         ``near_cache`` (per map: hits, misses, invalidations, evictions, expired, clears, entries, live)."""
-        return self.runtime.home.run(self.runtime.stats, what="TopGunClient.stats", timeout=5.0)
+        runtime = self.runtime
+        stats: Dict[str, Any] = runtime.home.run(runtime.stats, what="TopGunClient.stats", timeout=5.0)
+        return stats
 
     @threads.blocking()
     def ping(self, timeout: Optional[float] = None) -> float:

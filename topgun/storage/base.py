@@ -16,7 +16,7 @@ memory whatever the storage), parsing ``storage=`` strings (``parse_storage`` in
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator, List, NamedTuple, Optional, Protocol, Sequence
+from typing import Iterable, Iterator, List, NamedTuple, Optional, Protocol, Sequence, Tuple
 
 __all__ = ["OutboxRow", "StorageAdapter", "StorageSpec"]
 
@@ -35,7 +35,7 @@ class OutboxRow(NamedTuple):
     created_ms: int     # wall clock when it was queued; the replay bound (``max_age``) looks at it
 
     @property
-    def ts(self) -> tuple:
+    def ts(self) -> Tuple[int, int, str]:
         return (self.millis, self.counter, self.node_id)
 
 

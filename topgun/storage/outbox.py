@@ -164,7 +164,8 @@ class Outbox:
         if self._deferred is not None:  # nested: the outer block writes
             yield
             return
-        self._deferred = rows = []
+        rows: List[OutboxRow] = []
+        self._deferred = rows
         try:
             yield
         finally:
