@@ -22,11 +22,13 @@ from .errors import (
     RemoteProtocolError,
     ServerError,
     ServerOverloaded,
+    StorageLocked,
     TLSVerificationError,
     TopGunError,
     TransportError,
 )
 from .protocol.hashing import PARTITION_COUNT, partition_id
+from .storage import MemoryStorage, SQLiteStorage
 
 __version__ = "0.1.0"
 
@@ -36,7 +38,7 @@ __all__ = [
     "RemoteProtocolError", "TransportError", "ConnectTimeout", "ConnectionLost", "TLSVerificationError",
     "OperationTimeout",
     "ServerError", "AuthError", "OpRejected", "ServerOverloaded", "NotOwnerError", "ClusterUnavailable",
-    "ClientClosed", "P", "Change", "__version__",
+    "ClientClosed", "P", "Change", "__version__", "StorageLocked", "MemoryStorage", "SQLiteStorage", "NearCache",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -46,6 +48,9 @@ def __getattr__(name: str):  # lazy: keeps `import topgun` light and free of gev
     if name == "TopGunClient":
         from .client import TopGunClient
         return TopGunClient
+    if name == "NearCache":
+        from .storage.nearcache import NearCache
+        return NearCache
     if name in ("P", "Change"):
         from . import queries
         return getattr(queries, name)

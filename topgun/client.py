@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import gevent
 
@@ -35,6 +35,7 @@ from .maps import MapHandle
 from .ormaps import ORMapHandle
 from .protocol import messages as m
 from .runtime import Runtime
+from .storage.nearcache import NearCache
 from .transport.connection import Connection, TransportFactory
 
 # Imported here, not on first connect: a first import on the loop thread could be cut in half by
@@ -65,10 +66,14 @@ class TopGunClient:
             or ``"loop"`` (on a daemon thread of the client's own); see :mod:`topgun.threads`.
         **options: the remaining :class:`topgun.config.ClientConfig` fields
             (write_concern, batch_size, max_in_flight, reconnect, retry, node_id, ssl_context: an
-            ``ssl.SSLContext`` for ``wss://``, default verification with the system trust store).
+            ``ssl.SSLContext`` for ``wss://``, default verification with the system trust store;
+            storage: None (memory, the default), a path or ``"sqlite:///path"``, or a
+            :class:`topgun.SQLiteStorage`: a durable outbox, replayed when a client starts on it,
+            see :mod:`topgun.storage.outbox`).
 
     Raises:
         ConfigurationError: bad arguments.
+        StorageLocked: the ``storage=`` file is in use by another client.
         AuthError, TLSVerificationError, ConnectTimeout, ConnectionLost: with ``wait_connected``,
             no connection.
     """
@@ -137,7 +142,7 @@ class TopGunClient:
         runtime = self._runtime = Runtime(
             home, self._make_provider(), clock=self.clock, node_id=self.node_id,
             write_concern=config.effective_write_concern, batch_size=config.batch_size,
-            max_in_flight=config.max_in_flight, request_timeout=config.request_timeout)
+            max_in_flight=config.max_in_flight, request_timeout=config.request_timeout, storage=config.storage)
         runtime.start()
         if wait_connected and not runtime.wait_ready(config.connect_timeout):
             error = runtime.last_error
@@ -214,10 +219,24 @@ class TopGunClient:
 
     # ------------------------------------------------------------------ API
 
-    def map(self, name: str) -> MapHandle:
-        """A handle on the map ``name`` (cheap; no IO)."""
+    def map(self, name: str, *, near_cache: Optional[NearCache] = None) -> MapHandle:
+        """A handle on the map ``name`` (cheap; no IO).
+
+        Args:
+            near_cache: keep a local copy of what this handle reads, kept fresh by the map's
+                change events (see :mod:`topgun.storage.nearcache`). Every handle on the map with
+                the same :class:`topgun.NearCache` shares one cache.
+        """
         self._check_open()
-        return MapHandle(self, name)
+        return MapHandle(self, name, near_cache=near_cache)
+
+    @property
+    def stats(self) -> Dict[str, Any]:
+        """Counters: ``engine`` (batches, acks, resends), ``outbox`` (None with memory storage) and
+        ``near_cache`` (per map: hits, misses, invalidations, evictions, expired, clears, entries, live)."""
+        runtime = self.runtime
+        stats: Dict[str, Any] = runtime.home.run(runtime.stats, what="TopGunClient.stats", timeout=5.0)
+        return stats
 
     def ormap(self, name: str) -> ORMapHandle:
         """A handle on the observed-remove map ``name``: several values per key (cheap; no IO)."""
@@ -301,6 +320,7 @@ class TopGunClient:
             return
         self._runtime, self._start_pending = None, True
         subs = runtime.queries.drop()  # the parent keeps its subscriptions; these never deliver
+        runtime.drop_storage()  # the parent keeps its storage file; the copy is never closed here
         forking.bury(runtime, self.cluster, subs)
         home = runtime.home
         if home.mode == "direct" and home.hub is forking_hub:

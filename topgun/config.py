@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field, fields
-from typing import Callable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 from .protocol.fastpath import WRITE_CONCERNS
+from .storage import parse_storage
 
 __all__ = ["RetryPolicy", "ReconnectPolicy", "ClusterConfig", "ClientConfig", "check_url",
            "WRITE_CONCERNS"]
@@ -134,6 +135,8 @@ class ClientConfig:
     retry: Optional[RetryPolicy] = None
     node_id: Optional[str] = None
     ssl_context: Optional[ssl.SSLContext] = None  # for wss://; None: verify with the system trust store
+    # None/"memory": nothing survives the process; a path, "sqlite:///path" or SQLiteStorage(): a durable outbox
+    storage: Any = None
 
     def __post_init__(self) -> None:
         if (self.url is None) == (self.cluster is None):
@@ -158,6 +161,7 @@ class ClientConfig:
             raise ConfigurationError(f"ssl_context= must be an ssl.SSLContext, got {type(self.ssl_context).__name__}")
         if not (self.token is None or isinstance(self.token, str) or callable(self.token)):
             raise ConfigurationError("token= must be a str, a callable returning one, or None")
+        object.__setattr__(self, "storage", parse_storage(self.storage))
 
     def __repr__(self) -> str:
         # Never the token itself: configs end up in logs, tracebacks and bug reports.

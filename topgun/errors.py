@@ -4,6 +4,7 @@ Every error the library raises derives from :class:`TopGunError`::
 
     TopGunError
     ├── ConfigurationError            bad arguments; never retried
+    │   └── StorageLocked             the storage file is held by another client (storage=)
     ├── ProtocolError
     │   ├── LocalProtocolError        we were about to send something the server cannot take
     │   └── RemoteProtocolError       the peer sent bytes we cannot decode
@@ -28,7 +29,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Type
 
 __all__ = [
-    "TopGunError", "ConfigurationError", "ProtocolError", "LocalProtocolError",
+    "TopGunError", "ConfigurationError", "StorageLocked", "ProtocolError", "LocalProtocolError",
     "RemoteProtocolError", "TransportError", "ConnectTimeout", "ConnectionLost", "TLSVerificationError",
     "OperationTimeout", "ServerError", "AuthError", "OpRejected", "ServerOverloaded",
     "NotOwnerError", "ClusterUnavailable", "ClientClosed", "server_error",
@@ -44,6 +45,10 @@ class TopGunError(Exception):
 
 class ConfigurationError(TopGunError, ValueError):
     """Bad arguments or configuration; never retried."""
+
+
+class StorageLocked(ConfigurationError):
+    """The ``storage=`` file is open in another client (this process or another); one owner at a time."""
 
 
 class ProtocolError(TopGunError):

@@ -5,9 +5,12 @@ server acknowledged the write; ``set_async`` returns an ``AsyncResult`` at once.
 be ``str`` and values must be msgpack-encodable (dict, list, str, bytes, int, float, bool,
 None); anything else raises ``ConfigurationError`` before it is queued.
 
-The handle keeps no state of its own beyond its name: every call looks up ``client.runtime``
-(a forked child gets a new one) and uses only its public members: the write engine, the
-request runner, the query registry and the HLC.
+The handle keeps no state of its own beyond its name (and its near-cache settings): every call
+looks up ``client.runtime`` (a forked child gets a new one) and uses only its public members:
+the write engine, the request runner, the query registry, the HLC, the near caches and the
+outbox. With ``near_cache=``, ``get`` asks the map's cache first (:mod:`topgun.storage.nearcache`)
+and writes drop the key from it; ``put_all`` writes each window's outbox rows in one
+transaction (:mod:`topgun.storage.outbox`).
 
 Not in here: wire shapes (``topgun.protocol.fastpath``), batching and acks (``topgun.engine``),
 live-query bookkeeping (``topgun.queries``), full-text search (``topgun.search``).
@@ -21,13 +24,14 @@ import gevent
 from gevent.event import AsyncResult
 
 from . import threads
-from .engine.reads import MISSING, point_read
+from .engine.reads import MISSING, point_read, point_record
 from .engine.writes import PendingWrite
 from .errors import ConfigurationError, TopGunError
 from .protocol import codec
 from .queries import Change, Subscription, build_query, query_once
 from .runtime import Runtime
 from .search import SearchChange, SearchRegistry, SearchResult, SearchSubscription, search_once, search_options
+from .storage.nearcache import NOT_CACHED, MapCache, NearCache
 
 __all__ = ["MapHandle", "RuntimeSource"]
 
@@ -74,11 +78,19 @@ def _check_value(value: Any) -> None:
 class MapHandle:
     """A named map. Obtain it with ``client.map(name)``."""
 
-    def __init__(self, client: "RuntimeSource", name: str) -> None:
+    def __init__(self, client: "RuntimeSource", name: str, *, near_cache: Optional[NearCache] = None) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"map names must be non-empty str, got {name!r}")
+        if near_cache is not None and not isinstance(near_cache, NearCache):
+            raise ConfigurationError(f"near_cache= must be a topgun.NearCache, got {near_cache!r}")
         self._client = client
         self.name = name
+        self.near_cache = near_cache
+
+    def _cache(self, runtime: Runtime) -> Optional[MapCache]:
+        if self.near_cache is None:
+            return runtime.near_caches.get(self.name)  # another handle on the map may have one
+        return runtime.near_caches.attach(self.name, self.near_cache)
 
     @property
     def runtime(self) -> Runtime:
@@ -95,12 +107,20 @@ class MapHandle:
             # Refused rather than sent: both servers store ttlMs and never expire the entry (WIRE.md 4.2).
             raise ConfigurationError(f"ttl={ttl!r} is not supported: neither the TopGun 2.2.0 server nor the "
                                      "dev cluster expires entries, so the value would live on; remove it yourself")
-        return runtime.engine.submit_put(self.name, key, value, runtime.hlc.now(), timeout=timeout)
+        w = runtime.engine.submit_put(self.name, key, value, runtime.hlc.now(), timeout=timeout)
+        cache = runtime.near_caches.get(self.name)
+        if cache is not None:
+            cache.wrote(key, w)
+        return w
 
     def _remove(self, runtime: Runtime, key: str, timeout: Optional[float]) -> PendingWrite:
         _check_key(key)
-        return runtime.engine.submit_put(self.name, key, None, runtime.hlc.now(), timeout=timeout,
-                                         op_type="REMOVE")
+        w = runtime.engine.submit_put(self.name, key, None, runtime.hlc.now(), timeout=timeout,
+                                      op_type="REMOVE")
+        cache = runtime.near_caches.get(self.name)
+        if cache is not None:
+            cache.wrote(key, w)
+        return w
 
     @threads.blocking()
     def set(self, key: str, value: Any, *, ttl: Optional[float] = None, timeout: Optional[float] = None) -> None:
@@ -165,7 +185,11 @@ class MapHandle:
                 for writes in outstanding:  # what was queued before is seen through, then we fail
                     engine.settle(writes)
                 raise
-            ops = [self._put(runtime, k, v, None, remaining) for k, v in chunk]
+            if runtime.outbox is not None:
+                with runtime.outbox.deferred():  # one transaction per window, before any of it can be sent
+                    ops = [self._put(runtime, k, v, None, remaining) for k, v in chunk]
+            else:
+                ops = [self._put(runtime, k, v, None, remaining) for k, v in chunk]
             if ops:
                 outstanding.append(ops)
                 count += len(ops)
@@ -188,8 +212,23 @@ class MapHandle:
     def get(self, key: str, default: Any = None, *, timeout: Optional[float] = None) -> Any:
         """The value the server holds for ``key``, or ``default``."""
         _check_key(key)
-        value = self._client.runtime.requests.call(
-            lambda conn, remaining: point_read(conn, self.name, key, remaining), key=key, timeout=timeout)
+        runtime = self._client.runtime
+        cache = self._cache(runtime)
+        if cache is None:
+            value = runtime.requests.call(
+                lambda conn, remaining: point_read(conn, self.name, key, remaining), key=key, timeout=timeout)
+            return default if value is MISSING else value
+        value = cache.lookup(key)
+        if value is NOT_CACHED:
+            token = cache.begin_read(key)
+            try:
+                record = runtime.requests.call(
+                    lambda conn, remaining: point_record(conn, self.name, key, remaining), key=key, timeout=timeout)
+            except BaseException:
+                cache.abandon_read(key)
+                raise
+            cache.end_read(key, token, record)
+            value = MISSING if record is MISSING else record.value
         return default if value is MISSING else value
 
     def __contains__(self, key: str) -> bool:

@@ -12,8 +12,12 @@ child, on first use), and replaced whole: nothing in it is patched up in place. 
 - ``hlc``: the hybrid logical clock that stamps writes,
 - ``service(name, make)``: one helper per name for the structure handles (the OR-map and search
   subscription registries), built on first use, a listener of the provider, closed with the runtime,
+- ``outbox``: the durable outbox (:mod:`topgun.storage.outbox`) with durable storage, else None,
+- ``near_caches``: the maps' near caches (:mod:`topgun.storage.nearcache`), a listener too,
 
-and ``start()``/``close()`` bring them up and down in order. Handles (:class:`~topgun.maps.MapHandle`
+and ``start()``/``close()`` bring them up and down in order. ``start()`` replays what the
+storage's outbox holds before it returns, so those writes are queued ahead of any new one.
+Handles (:class:`~topgun.maps.MapHandle`
 and the structure handles to come) reach the client only through ``client.runtime`` and use
 only the public members here.
 
@@ -33,6 +37,9 @@ from .engine.provider import ConnectionProvider, Listeners
 from .engine.requests import RequestRunner
 from .protocol.hlc import HLC
 from .queries import QueryRegistry
+from .storage import MemoryStorage, StorageSpec
+from .storage.nearcache import NearCaches
+from .storage.outbox import Outbox
 from .threads import Home
 
 log = logging.getLogger(__name__)
@@ -49,10 +56,15 @@ class Runtime:
         clock: the client's clock.
         node_id: the HLC's node id (the client's).
         write_concern, batch_size, max_in_flight, request_timeout: the engine's settings.
+        storage: a storage spec (:mod:`topgun.storage`); a durable one gets an outbox.
+
+    Raises:
+        StorageLocked, ConfigurationError: the storage cannot be opened.
     """
 
     def __init__(self, home: Home, provider: ConnectionProvider, *, clock: Clock, node_id: str,
-                 write_concern: str, batch_size: int, max_in_flight: int, request_timeout: float) -> None:
+                 write_concern: str, batch_size: int, max_in_flight: int, request_timeout: float,
+                 storage: Optional[StorageSpec] = None) -> None:
         self.home = home
         self.clock = clock
         self.group = Group()
@@ -62,7 +74,19 @@ class Runtime:
                                   max_in_flight=max_in_flight, request_timeout=request_timeout)
         self.requests = RequestRunner(provider, clock=clock, request_timeout=request_timeout)
         self.queries = QueryRegistry(self.requests, home=home, spawn=self.group.spawn)
-        self.listeners = Listeners(self.engine, self.queries)
+        self.near_caches = NearCaches(provider, clock=clock, spawn=self.group.spawn, request_timeout=request_timeout)
+        self.outbox: Optional[Outbox] = None
+        spec = storage if storage is not None else MemoryStorage()
+        adapter = spec.open()
+        if adapter.durable:
+            engine = self.engine
+            self.outbox = Outbox(
+                adapter, clock=clock, max_age=spec.max_age, resend_timeout=request_timeout,
+                on_dropped=getattr(spec, "on_dropped", None),
+                submit=lambda name, key, value, ts, op, timeout: engine.submit_put(
+                    name, key, value, ts, op_type=op, timeout=timeout))
+            engine.outbox = self.outbox
+        self.listeners = Listeners(self.engine, self.queries, self.near_caches)
         self._services: Dict[str, Any] = {}
         self.request_timeout = request_timeout
         self._closed = False
@@ -71,6 +95,9 @@ class Runtime:
         """Start the provider (its events go to the engine, then to the live queries) and the engine."""
         self.provider.start(self.listeners)
         self.engine.start()
+        if self.outbox is not None:
+            self.outbox.replay()
+            self.outbox.start()
 
     def service(self, name: str, make: Callable[["Runtime"], Any]) -> Any:
         """The runtime's one ``name`` helper, built by ``make(self)`` on first use.
@@ -110,7 +137,22 @@ class Runtime:
                 log.exception("closing %r failed", service)
         self.group.kill(timeout=timeout)
         self.requests.close()
+        self.near_caches.close()
         self.engine.close(timeout=engine_timeout)  # closes the provider too
+        if self.outbox is not None:
+            self.outbox.close()  # after the engine: rows of writes it failed stay for the next start
+
+    def drop_storage(self) -> None:
+        """After a fork: let go of the storage without closing it (the parent still uses the file)."""
+        if self.outbox is not None:
+            self.outbox.detach()
+        self.near_caches.drop()
+
+    def stats(self) -> Dict[str, Any]:
+        """Counters: the engine's, the outbox's (with durable storage) and each near cache's."""
+        return {"engine": dict(self.engine.stats),
+                "outbox": self.outbox.snapshot() if self.outbox is not None else None,
+                "near_cache": self.near_caches.stats()}
 
     def __repr__(self) -> str:
         return (f"<Runtime {self.home.mode} {'closed' if self._closed else 'open'} "

@@ -208,6 +208,7 @@ RULES: List[Tuple[str, Tuple[str, ...]]] = [
     ("topgun.transport", ("topgun.engine", "topgun.cluster", "topgun.retry") + HANDLES_AND_UP),
     ("topgun.engine", HANDLES_AND_UP),
     ("topgun.cluster", HANDLES_AND_UP),
+    ("topgun.storage", HANDLES_AND_UP),
     ("topgun.retry", ("topgun.transport", "topgun.engine", "topgun.cluster") + HANDLES_AND_UP),
 ]
 # Nothing below client.py imports it; these sit above it (or are its lazy public face).

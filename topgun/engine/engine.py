@@ -19,6 +19,10 @@ Writes:
 - While no connection is usable, writes stay queued (the offline queue) and go out on
   reconnect.
 
+With durable storage the engine has an ``outbox`` (see :mod:`topgun.storage.outbox`, which states
+the hook contract): ``outbox.added(w)`` runs before a write is queued, ``outbox.acked(writes)``
+on each OP_ACK. Without it (``outbox`` None, the default) nothing else changes.
+
 The engine is one of the provider's listeners (it wakes on connects, disconnects and new
 maps, and reads the server's ERROR 429/500 frames); the client starts the provider.
 
@@ -30,7 +34,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 import gevent
 from gevent.event import AsyncResult, Event
@@ -53,7 +57,14 @@ from .writes import MapKey, PendingWrite, WriteQueue
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WriteEngine", "PendingWrite"]
+__all__ = ["WriteEngine", "PendingWrite", "WriteHooks"]
+
+
+class WriteHooks(Protocol):
+    """What the engine tells a durable outbox (``topgun.storage.outbox.Outbox``)."""
+
+    def added(self, w: PendingWrite) -> None: ...
+    def acked(self, writes: List[PendingWrite]) -> None: ...
 
 
 class _Batch:
@@ -103,6 +114,7 @@ class WriteEngine:
         self._acked_seq: Dict[int, int] = {}    # connection id -> newest acknowledged send order
         self._ids = itertools.count(1)
         self._batch_ids = itertools.count(1)
+        self.outbox: Optional[WriteHooks] = None  # set by the runtime with durable storage
         self.stats = {"batches": 0, "ops_sent": 0, "resent": 0, "acked": 0, "timeouts": 0, "server_errors": 0}
 
     # ------------------------------------------------------------------ lifecycle
@@ -177,6 +189,8 @@ class WriteEngine:
         return self.clock.monotonic() + (timeout if timeout is not None else self.request_timeout)
 
     def _enqueue(self, w: PendingWrite) -> PendingWrite:
+        if self.outbox is not None:
+            self.outbox.added(w)  # durable before it is queued; raises (and nothing is queued) if it cannot be
         w.id = str(next(self._ids))
         self._queue.append(w)
         if w.deadline < self._latest_deadline:
@@ -359,6 +373,11 @@ class WriteEngine:
         level = getattr(result.value, "achieved_level", None) or self.write_concern
         for w in batch.writes:
             w.finish(level)
+        if self.outbox is not None:
+            try:
+                self.outbox.acked(batch.writes)
+            except Exception:  # the rows stay: delivered again on the next start (harmless on the dev server)
+                log.exception("the outbox could not remove %d acknowledged writes", len(batch.writes))
         self.stats["acked"] += len(batch.writes)
 
     def _batch_failed(self, bid: int, exc: Optional[BaseException]) -> None:

@@ -17,7 +17,7 @@ from ..protocol import messages as m
 from ..protocol.hashing import merkle_path, partition_id
 from ..transport.connection import Connection
 
-__all__ = ["point_read", "walk_all", "MISSING"]
+__all__ = ["point_read", "point_record", "walk_all", "MISSING"]
 
 MISSING = object()
 
@@ -30,6 +30,12 @@ def leaf_paths(key: str) -> Tuple[str, str, str, str]:
 
 def point_read(conn: Connection, map_name: str, key: str, timeout: float) -> Any:
     """The value stored under ``key`` (``MISSING`` when absent). One round trip."""
+    record = point_record(conn, map_name, key, timeout)
+    return MISSING if record is MISSING else record.value
+
+
+def point_record(conn: Connection, map_name: str, key: str, timeout: float) -> Any:
+    """The ``LWWRecord`` (value and the server's timestamp) stored under ``key``, or ``MISSING``."""
     paths = leaf_paths(key)
     waiting = [(("merkle", map_name, p), conn.request_async(m.MerkleReqBucket(map_name, p))) for p in paths]
     deadline = conn.clock.monotonic() + timeout
@@ -47,7 +53,7 @@ def point_read(conn: Connection, map_name: str, key: str, timeout: float) -> Any
             return MISSING
         for item in leaf.records:
             if item.key == key:
-                return item.record.value
+                return item.record
         return MISSING
     finally:
         for k, result in waiting:

@@ -16,6 +16,12 @@ ttl, live)``: the unit that is replicated, forwarded and snapshotted between nod
 encodes a tuple as an array, so between nodes a write is a nine-element array; a receiver
 gets lists back and rebuilds them with ``Write._make`` where it needs the names.
 
+Per-key history, for tests (off by default: it grows with every write): after
+:meth:`Store.keep_history`, every write that reaches :meth:`Store.apply` (the owner applying a
+client's write) is appended to ``history[(map, key)]`` as ``(ts, value, live, applied)``;
+``applied`` is False when an equal or newer record was already there. A write delivered twice
+shows up twice, the second time not applied; one re-stamped and sent again would be applied twice.
+
 Not here: routing, replication, events (``writes.py``, ``subscriptions.py``).
 """
 from __future__ import annotations
@@ -151,6 +157,12 @@ class Store:
 
     def __init__(self) -> None:
         self.parts: List[Dict[str, _MapPart]] = [{} for _ in range(PARTITION_COUNT)]
+        self.history: Optional[Dict[Tuple[str, str], List[Tuple[Tuple[int, int, str], Any, bool, bool]]]] = None
+
+    def keep_history(self) -> None:
+        """Record every write :meth:`apply` sees from now on, in ``history`` (see the module docstring)."""
+        if self.history is None:
+            self.history = {}
 
     # -- writes
 
@@ -163,6 +175,8 @@ class Store:
             mp = maps[map_name] = _MapPart()
         records = mp.records
         old = records.get(key)
+        if self.history is not None:
+            self.history.setdefault((map_name, key), []).append((ts, value, live, old is None or old[0] < ts))
         if old is not None and old[0] >= ts:
             return NO_CHANGE
         records[key] = (ts, value, ttl, live)
