@@ -23,6 +23,7 @@ from .errors import (
     ServerError,
     ServerOverloaded,
     TLSVerificationError,
+    TokenProviderError,
     TopGunError,
     TransportError,
 )
@@ -34,7 +35,7 @@ __all__ = [
     "TopGunClient", "ClusterConfig", "ClientConfig", "RetryPolicy", "ReconnectPolicy", "partition_id",
     "PARTITION_COUNT", "TopGunError", "ConfigurationError", "ProtocolError", "LocalProtocolError",
     "RemoteProtocolError", "TransportError", "ConnectTimeout", "ConnectionLost", "TLSVerificationError",
-    "OperationTimeout",
+    "OperationTimeout", "TokenProviderError",
     "ServerError", "AuthError", "OpRejected", "ServerOverloaded", "NotOwnerError", "ClusterUnavailable",
     "ClientClosed", "P", "Change", "__version__",
 ]

@@ -30,9 +30,11 @@ from . import forking, threads
 from .clock import Clock, GeventClock
 from .config import ClientConfig, ClusterConfig
 from .engine.provider import ConnectionProvider, SingleServerProvider
-from .errors import ClientClosed, ConnectTimeout, TopGunError
+from .errors import ClientClosed, ConnectTimeout, TopGunError, cause_of
 from .maps import MapHandle
+from .metrics import guarded
 from .protocol import messages as m
+from .retry import AuthRefusals
 from .runtime import Runtime
 from .transport.connection import Connection, TransportFactory
 
@@ -64,7 +66,8 @@ class TopGunClient:
             or ``"loop"`` (on a daemon thread of the client's own); see :mod:`topgun.threads`.
         **options: the remaining :class:`topgun.config.ClientConfig` fields
             (write_concern, batch_size, max_in_flight, reconnect, retry, node_id, ssl_context: an
-            ``ssl.SSLContext`` for ``wss://``, default verification with the system trust store).
+            ``ssl.SSLContext`` for ``wss://``, default verification with the system trust store;
+            metrics: a :class:`topgun.metrics.Metrics` sink).
 
     Raises:
         ConfigurationError: bad arguments.
@@ -133,10 +136,11 @@ class TopGunClient:
     def _start(self, home: threads.Home, wait_connected: bool) -> None:
         """Build and start a runtime on ``home``'s hub (also again in a forked child)."""
         config = self.config
+        metrics = guarded(config.metrics)
         runtime = self._runtime = Runtime(
-            home, self._make_provider(), clock=self.clock, node_id=self.node_id,
+            home, self._make_provider(metrics), clock=self.clock, node_id=self.node_id,
             write_concern=config.effective_write_concern, batch_size=config.batch_size,
-            max_in_flight=config.max_in_flight, request_timeout=config.request_timeout)
+            max_in_flight=config.max_in_flight, request_timeout=config.request_timeout, metrics=metrics)
         runtime.start()
         if wait_connected and not runtime.wait_ready(config.connect_timeout):
             error = runtime.last_error
@@ -144,16 +148,19 @@ class TopGunClient:
             if isinstance(error, TopGunError) and not isinstance(error, ClientClosed):
                 raise error
             raise ConnectTimeout(f"no connection to {', '.join(self.config.endpoints)} "
-                                 f"within {self.config.connect_timeout:.3g}s")
+                                 f"within {self.config.connect_timeout:.3g}s") from cause_of(error)
 
-    def _make_provider(self) -> ConnectionProvider:
+    def _make_provider(self, metrics: Any = None) -> ConnectionProvider:
+        refusals = AuthRefusals.for_token(self.config.token)
         if self.config.cluster is None:
             assert self.config.url is not None
             return SingleServerProvider(self.config.url, clock=self.clock, connect=self._connect,
-                                        reconnect=self.config.reconnect, retry=self.config.effective_retry)
+                                        reconnect=self.config.reconnect, retry=self.config.effective_retry,
+                                        refusals=refusals, metrics=metrics)
         from .cluster.provider import ClusterProvider
         self.cluster = ClusterProvider(self.config.cluster, clock=self.clock, connect=self._connect,
-                                       reconnect=self.config.reconnect, retry=self.config.effective_retry)
+                                       reconnect=self.config.reconnect, retry=self.config.effective_retry,
+                                       auth_attempts=refusals.limit, metrics=metrics)
         return self.cluster  # type: ignore[no-any-return]
 
     def _connect(self, url: str, *, node_id: Optional[str] = None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field, fields
-from typing import Callable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
@@ -134,6 +134,7 @@ class ClientConfig:
     retry: Optional[RetryPolicy] = None
     node_id: Optional[str] = None
     ssl_context: Optional[ssl.SSLContext] = None  # for wss://; None: verify with the system trust store
+    metrics: Optional[Any] = None  # a topgun.metrics.Metrics sink (count/observe/gauge); None: nothing measured
 
     def __post_init__(self) -> None:
         if (self.url is None) == (self.cluster is None):
@@ -156,6 +157,10 @@ class ClientConfig:
             _count(name, getattr(self, name))
         if self.ssl_context is not None and not isinstance(self.ssl_context, ssl.SSLContext):
             raise ConfigurationError(f"ssl_context= must be an ssl.SSLContext, got {type(self.ssl_context).__name__}")
+        if self.metrics is not None and not all(callable(getattr(self.metrics, name, None))
+                                                for name in ("count", "observe", "gauge")):
+            raise ConfigurationError("metrics= must have count(), observe() and gauge() methods "
+                                     "(see topgun.metrics.Metrics), got " + type(self.metrics).__name__)
         if not (self.token is None or isinstance(self.token, str) or callable(self.token)):
             raise ConfigurationError("token= must be a str, a callable returning one, or None")
 

@@ -29,6 +29,7 @@ from .clock import Clock
 from .engine.engine import WriteEngine
 from .engine.provider import ConnectionProvider, Listeners
 from .engine.requests import RequestRunner
+from .metrics import Metrics
 from .protocol.hlc import HLC
 from .queries import QueryRegistry
 from .threads import Home
@@ -47,18 +48,20 @@ class Runtime:
         clock: the client's clock.
         node_id: the HLC's node id (the client's).
         write_concern, batch_size, max_in_flight, request_timeout: the engine's settings.
+        metrics: the sink of the engine's and the request runner's metrics (None: none).
     """
 
     def __init__(self, home: Home, provider: ConnectionProvider, *, clock: Clock, node_id: str,
-                 write_concern: str, batch_size: int, max_in_flight: int, request_timeout: float) -> None:
+                 write_concern: str, batch_size: int, max_in_flight: int, request_timeout: float,
+                 metrics: Optional[Metrics] = None) -> None:
         self.home = home
         self.clock = clock
         self.group = Group()
         self.provider = provider
         self.hlc = HLC(node_id, clock.now_ms)
         self.engine = WriteEngine(provider, clock=clock, write_concern=write_concern, batch_size=batch_size,
-                                  max_in_flight=max_in_flight, request_timeout=request_timeout)
-        self.requests = RequestRunner(provider, clock=clock, request_timeout=request_timeout)
+                                  max_in_flight=max_in_flight, request_timeout=request_timeout, metrics=metrics)
+        self.requests = RequestRunner(provider, clock=clock, request_timeout=request_timeout, metrics=metrics)
         self.queries = QueryRegistry(self.requests, home=home, spawn=self.group.spawn)
         self.request_timeout = request_timeout
         self._closed = False

@@ -32,7 +32,9 @@ from ..errors import (
     ConnectTimeout,
     OperationTimeout,
     RemoteProtocolError,
+    TokenProviderError,
     TopGunError,
+    describe,
     server_error,
 )
 from ..protocol import codec, correlate
@@ -130,7 +132,13 @@ class Connection:
         self.authenticated = True
 
     def _resolve_token(self) -> str:
-        token = self._token() if callable(self._token) else self._token
+        token = self._token
+        if callable(token):
+            try:
+                token = token()
+            except Exception as exc:  # the user's code: reconnecting must outlive whatever it raises
+                name = getattr(self._token, "__qualname__", type(self._token).__name__)
+                raise TokenProviderError(f"the token provider {name}() raised {describe(exc)}") from exc
         if not token:
             raise AuthError(f"{self.url} requires authentication and no token was given (token=)")
         if not isinstance(token, str):
