@@ -37,12 +37,19 @@ from .config import ReconnectPolicy, RetryPolicy
 log = logging.getLogger(__name__)
 
 __all__ = ["backoff_delays", "StopAt", "VersionedEvent", "Versioned", "retrying", "AuthRefusals", "AUTH_ATTEMPTS",
-           "WARN_AFTER"]
+           "WARN_AFTER", "warn_now"]
 
 #: Refused tokens in a row from a ``token=`` callable before callers get ``AuthError``.
 AUTH_ATTEMPTS = 3
 #: Failed attempts in a row (of one request, or of reconnecting) after which they log at WARNING.
 WARN_AFTER = 5
+
+
+def warn_now(failures: int) -> bool:
+    """Whether the ``failures``-th failure in a row logs at WARNING: the ``WARN_AFTER``-th, then
+    each time the count doubles (5, 10, 20, 40, ...), so an outage that lasts does not flood the log."""
+    rounds, rest = divmod(failures, WARN_AFTER)
+    return rest == 0 and rounds > 0 and rounds & (rounds - 1) == 0
 
 
 def backoff_delays(policy: ReconnectPolicy, rng: Callable[[], float] = random.random) -> Iterator[float]:

@@ -39,7 +39,7 @@ from ..clock import Clock
 from ..config import ReconnectPolicy
 from ..errors import AuthError, TLSVerificationError, TokenProviderError, TopGunError, describe
 from ..protocol import messages as m
-from ..retry import WARN_AFTER, AuthRefusals, backoff_delays
+from ..retry import AuthRefusals, backoff_delays, warn_now
 from ..transport.connection import Connection
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ class ConnectionPool:
             log.warning("connect to node %s at %s failed with an unexpected %s; retrying in %.2fs",
                         node.node_id, node.url, type(error).__name__, delay, exc_info=error)
         else:
-            level = logging.WARNING if slow or node.failures >= WARN_AFTER else logging.INFO
+            level = logging.WARNING if warn_now(node.failures) else logging.INFO
             log.log(level, "connect to node %s at %s failed %d times in a row (%s); retrying in %.2fs",
                     node.node_id, node.url, node.failures, describe(error), delay)
         return delay

@@ -56,7 +56,7 @@ from ..errors import (
 )
 from ..metrics import Metrics
 from ..protocol import messages as m
-from ..retry import WARN_AFTER, AuthRefusals, VersionedEvent, backoff_delays, retrying
+from ..retry import AuthRefusals, VersionedEvent, backoff_delays, retrying, warn_now
 from ..transport.connection import Connection
 from .endpoints import EndpointResolver
 from .map_choice import MapChoice
@@ -242,7 +242,7 @@ class ClusterProvider:
             log.warning("seed %s failed with an unexpected %s; next try in %.2fs", seed, type(exc).__name__, delay,
                         exc_info=exc)
         else:
-            level = logging.WARNING if failures >= WARN_AFTER else logging.INFO
+            level = logging.WARNING if warn_now(failures) else logging.INFO
             log.log(level, "seed %s unreachable %d times in a row (%s); next try in %.2fs", seed, failures,
                     describe(exc), delay)
         self._clock.sleep(delay)

@@ -41,7 +41,7 @@ from ..errors import (
 )
 from ..metrics import Metrics
 from ..protocol import messages as m
-from ..retry import WARN_AFTER, AuthRefusals, VersionedEvent, backoff_delays, retrying
+from ..retry import AuthRefusals, VersionedEvent, backoff_delays, retrying, warn_now
 from ..transport.connection import Connection
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ class SingleServerProvider:
             return self._policy.max_s
         delay = next(delays)
         if isinstance(exc, TopGunError):
-            level = logging.WARNING if failures >= WARN_AFTER else logging.INFO
+            level = logging.WARNING if warn_now(failures) else logging.INFO
             log.log(level, "connect to %s failed %d times in a row (%s); retrying in %.2fs", self.url, failures,
                     describe(exc), delay)
         else:  # not one of ours: a bug, or user code (a token callable) raising something odd

@@ -75,7 +75,7 @@ class RequestRunner:
         def attempt() -> Any:
             remaining = deadline - self.clock.monotonic()
             if remaining <= 0:
-                raise OperationTimeout(f"no answer within {timeout:.3g}s")
+                raise OperationTimeout(f"no answer within {timeout:.3g}s") from self._token_cause()
             conn = provider.connection_for_key(key) if key is not None else provider.any_connection()
             return fn(conn, remaining)
 
@@ -97,10 +97,13 @@ class RequestRunner:
         try:
             return self.provider.retrying(deadline)(attempt)
         except TransportError as exc:
-            last = self.provider.last_error
-            # Chain the token callable's own exception when that is why there is no connection.
-            cause = cause_of(last) if isinstance(last, TokenProviderError) else exc
-            raise OperationTimeout(f"no usable connection within {timeout:.3g}s: {exc}") from cause
+            raise OperationTimeout(f"no usable connection within {timeout:.3g}s: {exc}") \
+                from self._token_cause() or exc
+
+    def _token_cause(self) -> Optional[BaseException]:
+        """The token callable's own exception when that is why there is no connection, else None."""
+        last = self.provider.last_error
+        return cause_of(last) if isinstance(last, TokenProviderError) else None
 
     def request(self, msg: m.Message, *, key: Optional[str] = None, timeout: Optional[float] = None) -> m.Message:
         """Send ``msg`` and return its reply (see :meth:`call`)."""
