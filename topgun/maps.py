@@ -188,7 +188,7 @@ class MapHandle:
         """The value the server holds for ``key``, or ``default``."""
         _check_key(key)
         value = self._client.runtime.requests.call(
-            lambda conn, remaining: point_read(conn, self.name, key, remaining), key=key, timeout=timeout)
+            lambda conn, remaining: point_read(conn, self.name, key, remaining), key=key, timeout=timeout, op="get")
         return default if value is MISSING else value
 
     def __contains__(self, key: str) -> bool:
