@@ -14,8 +14,14 @@ CLI = ["ujson>=5.0"]                              # JSON in and out of `topgun g
 # The pytest plugin: its embedded-cluster fixtures run the dev server, hence SERVER.
 # hypothesis and psutil: the property-based and memory-bound tests that ship in the sdist; trustme:
 # the test CA and certificates of the TLS fixtures (nginx, the dev server's --certfile).
-TEST = ["pytest>=7.4", "pytest-timeout>=2.2", "hypothesis>=6.80", "psutil>=5.9", "trustme>=1.1", *SERVER]
-WEB = ["flask>=2.3", "django>=4.2", "gunicorn>=21", "requests>=2.31"]   # examples/flask_app.py, django_app.py
+OTEL = ["opentelemetry-api>=1.27"]                # topgun.contrib.otel (Meter.create_gauge came in 1.23)
+PROMETHEUS = ["prometheus-client>=0.17"]          # topgun.contrib.prometheus, the Flask example's /metrics
+# The shipped tests of both metrics sinks read the numbers back: the OpenTelemetry SDK's in-memory
+# reader (opentelemetry-sdk, which brings the API) and prometheus-client's registry.
+TEST = ["pytest>=7.4", "pytest-timeout>=2.2", "hypothesis>=6.80", "psutil>=5.9", "trustme>=1.1", *SERVER,
+        "opentelemetry-sdk>=1.27", *PROMETHEUS]
+WEB = ["flask>=2.3", "django>=4.2", "gunicorn>=21", "requests>=2.31",   # examples/flask_app.py, django_app.py
+       *PROMETHEUS]
 LOCUST = ["locust>=2.20"]                         # topgun.contrib.locust, examples/locustfile.py
 
 setup(
@@ -46,8 +52,11 @@ setup(
         "test": TEST,
         "web": WEB,
         "locust": LOCUST,
+        "otel": OTEL,
+        "prometheus": PROMETHEUS,
         # everything scripts/test.sh installs, plus the tools of tox's lint and type envs
-        "dev": sorted({*SERVER, *CLI, *TEST, *WEB, *LOCUST, "tox>=4", "ruff", "mypy", "websocket-client>=1.6"}),
+        "dev": sorted({*SERVER, *CLI, *TEST, *WEB, *LOCUST, *OTEL, *PROMETHEUS, "tox>=4", "ruff", "mypy",
+                       "websocket-client>=1.6"}),
     },
     entry_points={
         "console_scripts": ["topgun=topgun.cli:main"],

@@ -5,6 +5,7 @@
         --chdir examples flask_app:app
     curl -X PUT -H 'Content-Type: application/json' -d '{"name": "Ada"}' http://127.0.0.1:8000/kv/users/42
     curl http://127.0.0.1:8000/kv/users/42            # {"name": "Ada"}; 404 once removed
+    curl http://127.0.0.1:8000/metrics                # the client's Prometheus metrics (this worker's)
 
 TOPGUN_SEEDS (comma-separated ws:// URLs) selects cluster mode; TOPGUN_URL one server.
 Each worker process holds one client, made at import. Under ``gunicorn -k gevent`` the worker is
@@ -16,14 +17,19 @@ failover; a request fails (503) only when its own deadline passes.
 import os
 
 from flask import Flask, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 import topgun
+from topgun.contrib.prometheus import PrometheusMetrics
+
+registry = CollectorRegistry()  # this worker's metrics, served at /metrics
 
 
 def make_client() -> topgun.TopGunClient:
     # TOPGUN_SEEDS (cluster mode) or TOPGUN_URL; connects in the background, never at import.
     timeout = float(os.environ.get("TOPGUN_REQUEST_TIMEOUT", "10"))
-    return topgun.TopGunClient.from_env(request_timeout=timeout, wait_connected=False)
+    return topgun.TopGunClient.from_env(request_timeout=timeout, wait_connected=False,
+                                        metrics=PrometheusMetrics(registry))
 
 
 client = make_client()          # one per process; connects in the background
@@ -57,6 +63,11 @@ def delete(map_name: str, key: str):
 @app.get("/healthz")
 def healthz():
     return jsonify(connected=client.connected, pid=os.getpid(), thread_mode=client.thread_mode)
+
+
+@app.get("/metrics")
+def metrics():
+    return generate_latest(registry), 200, {"Content-Type": CONTENT_TYPE_LATEST}
 
 
 @app.errorhandler(topgun.TopGunError)

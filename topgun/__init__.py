@@ -24,6 +24,7 @@ from .errors import (
     ServerOverloaded,
     StorageLocked,
     TLSVerificationError,
+    TokenProviderError,
     TopGunError,
     TransportError,
 )
@@ -36,7 +37,7 @@ __all__ = [
     "TopGunClient", "ClusterConfig", "ClientConfig", "RetryPolicy", "ReconnectPolicy", "partition_id",
     "PARTITION_COUNT", "TopGunError", "ConfigurationError", "ProtocolError", "LocalProtocolError",
     "RemoteProtocolError", "TransportError", "ConnectTimeout", "ConnectionLost", "TLSVerificationError",
-    "OperationTimeout",
+    "OperationTimeout", "TokenProviderError",
     "ServerError", "AuthError", "OpRejected", "ServerOverloaded", "NotOwnerError", "ClusterUnavailable",
     "ClientClosed", "P", "Change", "__version__", "StorageLocked", "MemoryStorage", "SQLiteStorage", "NearCache",
 ]

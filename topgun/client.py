@@ -30,10 +30,12 @@ from . import forking, threads
 from .clock import Clock, GeventClock
 from .config import ClientConfig, ClusterConfig
 from .engine.provider import ConnectionProvider, SingleServerProvider
-from .errors import ClientClosed, ConnectTimeout, TopGunError
+from .errors import ClientClosed, ConnectTimeout, TopGunError, cause_of
 from .maps import MapHandle
+from .metrics import guarded
 from .ormaps import ORMapHandle
 from .protocol import messages as m
+from .retry import AuthRefusals
 from .runtime import Runtime
 from .storage.nearcache import NearCache
 from .transport.connection import Connection, TransportFactory
@@ -69,7 +71,7 @@ class TopGunClient:
             ``ssl.SSLContext`` for ``wss://``, default verification with the system trust store;
             storage: None (memory, the default), a path or ``"sqlite:///path"``, or a
             :class:`topgun.SQLiteStorage`: a durable outbox, replayed when a client starts on it,
-            see :mod:`topgun.storage.outbox`).
+            see :mod:`topgun.storage.outbox`), metrics: a :class:`topgun.metrics.Metrics` sink).
 
     Raises:
         ConfigurationError: bad arguments.
@@ -139,10 +141,12 @@ class TopGunClient:
     def _start(self, home: threads.Home, wait_connected: bool) -> None:
         """Build and start a runtime on ``home``'s hub (also again in a forked child)."""
         config = self.config
+        metrics = guarded(config.metrics)
         runtime = self._runtime = Runtime(
-            home, self._make_provider(), clock=self.clock, node_id=self.node_id,
+            home, self._make_provider(metrics), clock=self.clock, node_id=self.node_id,
             write_concern=config.effective_write_concern, batch_size=config.batch_size,
-            max_in_flight=config.max_in_flight, request_timeout=config.request_timeout, storage=config.storage)
+            max_in_flight=config.max_in_flight, request_timeout=config.request_timeout, storage=config.storage,
+            metrics=metrics)
         runtime.start()
         if wait_connected and not runtime.wait_ready(config.connect_timeout):
             error = runtime.last_error
@@ -150,16 +154,19 @@ class TopGunClient:
             if isinstance(error, TopGunError) and not isinstance(error, ClientClosed):
                 raise error
             raise ConnectTimeout(f"no connection to {', '.join(self.config.endpoints)} "
-                                 f"within {self.config.connect_timeout:.3g}s")
+                                 f"within {self.config.connect_timeout:.3g}s") from cause_of(error)
 
-    def _make_provider(self) -> ConnectionProvider:
+    def _make_provider(self, metrics: Any = None) -> ConnectionProvider:
+        refusals = AuthRefusals.for_token(self.config.token)
         if self.config.cluster is None:
             assert self.config.url is not None
             return SingleServerProvider(self.config.url, clock=self.clock, connect=self._connect,
-                                        reconnect=self.config.reconnect, retry=self.config.effective_retry)
+                                        reconnect=self.config.reconnect, retry=self.config.effective_retry,
+                                        refusals=refusals, metrics=metrics)
         from .cluster.provider import ClusterProvider
         self.cluster = ClusterProvider(self.config.cluster, clock=self.clock, connect=self._connect,
-                                       reconnect=self.config.reconnect, retry=self.config.effective_retry)
+                                       reconnect=self.config.reconnect, retry=self.config.effective_retry,
+                                       auth_attempts=refusals.limit, metrics=metrics)
         return self.cluster  # type: ignore[no-any-return]
 
     def _connect(self, url: str, *, node_id: Optional[str] = None,

@@ -137,6 +137,7 @@ class ClientConfig:
     ssl_context: Optional[ssl.SSLContext] = None  # for wss://; None: verify with the system trust store
     # None/"memory": nothing survives the process; a path, "sqlite:///path" or SQLiteStorage(): a durable outbox
     storage: Any = None
+    metrics: Optional[Any] = None  # a topgun.metrics.Metrics sink (count/observe/gauge); None: nothing measured
 
     def __post_init__(self) -> None:
         if (self.url is None) == (self.cluster is None):
@@ -159,6 +160,10 @@ class ClientConfig:
             _count(name, getattr(self, name))
         if self.ssl_context is not None and not isinstance(self.ssl_context, ssl.SSLContext):
             raise ConfigurationError(f"ssl_context= must be an ssl.SSLContext, got {type(self.ssl_context).__name__}")
+        if self.metrics is not None and not all(callable(getattr(self.metrics, name, None))
+                                                for name in ("count", "observe", "gauge")):
+            raise ConfigurationError("metrics= must have count(), observe() and gauge() methods "
+                                     "(see topgun.metrics.Metrics), got " + type(self.metrics).__name__)
         if not (self.token is None or isinstance(self.token, str) or callable(self.token)):
             raise ConfigurationError("token= must be a str, a callable returning one, or None")
         object.__setattr__(self, "storage", parse_storage(self.storage))

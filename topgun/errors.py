@@ -15,6 +15,7 @@ Every error the library raises derives from :class:`TopGunError`::
     ├── OperationTimeout              the caller's deadline passed with no answer
     ├── ServerError                   an ERROR frame from the server (.code)
     │   ├── AuthError                 AUTH_FAIL, or no usable token
+    │   │   └── TokenProviderError    the token= callable raised (its exception is __cause__)
     │   ├── OpRejected                OP_REJECTED for one operation
     │   ├── ServerOverloaded          ERROR 429: retry the frame after a back-off (retryable)
     │   └── NotOwnerError             the node does not own the key's partition (retryable, stale_routing)
@@ -31,8 +32,8 @@ from typing import Any, Dict, Optional, Type
 __all__ = [
     "TopGunError", "ConfigurationError", "StorageLocked", "ProtocolError", "LocalProtocolError",
     "RemoteProtocolError", "TransportError", "ConnectTimeout", "ConnectionLost", "TLSVerificationError",
-    "OperationTimeout", "ServerError", "AuthError", "OpRejected", "ServerOverloaded",
-    "NotOwnerError", "ClusterUnavailable", "ClientClosed", "server_error",
+    "OperationTimeout", "ServerError", "AuthError", "TokenProviderError", "OpRejected", "ServerOverloaded",
+    "NotOwnerError", "ClusterUnavailable", "ClientClosed", "server_error", "cause_of",
 ]
 
 
@@ -115,6 +116,15 @@ class AuthError(ServerError):
     """Authentication failed (AUTH_FAIL) or no token was available when one was required."""
 
 
+class TokenProviderError(AuthError):
+    """The ``token=`` callable raised while a connection was being made.
+
+    Its exception is ``__cause__`` (and named in the message). Reconnecting treats it like any
+    failed connect: the callable is asked again after the usual back-off, for as long as the
+    client is open.
+    """
+
+
 class OpRejected(ServerError):
     """The server rejected one operation (OP_REJECTED)."""
 
@@ -160,6 +170,14 @@ def server_error(code: Any, message: str, details: Any = None) -> ServerError:
                              map_version=int(hint.get("mapVersion", 0)))
     cls = _BY_CODE.get(code, ServerError)
     return cls(message, code=code, details=details)
+
+
+def cause_of(exc: Optional[BaseException]) -> Optional[BaseException]:
+    """What a caller-facing error should chain as ``__cause__`` for a connection error ``exc``:
+    the token callable's own exception for a :class:`TokenProviderError`, else ``exc``."""
+    if isinstance(exc, TokenProviderError) and exc.__cause__ is not None:
+        return exc.__cause__
+    return exc
 
 
 def describe(exc: Optional[BaseException]) -> str:

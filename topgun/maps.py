@@ -216,14 +216,15 @@ class MapHandle:
         cache = self._cache(runtime)
         if cache is None:
             value = runtime.requests.call(
-                lambda conn, remaining: point_read(conn, self.name, key, remaining), key=key, timeout=timeout)
+                lambda conn, remaining: point_read(conn, self.name, key, remaining), key=key, timeout=timeout, op="get")
             return default if value is MISSING else value
         value = cache.lookup(key)
         if value is NOT_CACHED:
             token = cache.begin_read(key)
             try:
                 record = runtime.requests.call(
-                    lambda conn, remaining: point_record(conn, self.name, key, remaining), key=key, timeout=timeout)
+                    lambda conn, remaining: point_record(conn, self.name, key, remaining), key=key, timeout=timeout,
+                    op="get")
             except BaseException:
                 cache.abandon_read(key)
                 raise

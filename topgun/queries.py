@@ -135,7 +135,7 @@ def query_once(requests: RequestRunner, map_name: str, query: Dict[str, Any], fi
             return list(walk_all(conn, map_name, max(0.0, left)).items())
         return [(r["key"], r.get("value")) for r in reply.results]
 
-    return requests.call(attempt, timeout=timeout)  # type: ignore[no-any-return]
+    return requests.call(attempt, timeout=timeout, op="query")  # type: ignore[no-any-return]
 
 
 class QueryRegistry:
@@ -263,7 +263,7 @@ class Subscription:
 
         self._held = []
         try:
-            reply = self._registry.requests.call(attempt, timeout=timeout)
+            reply = self._registry.requests.call(attempt, timeout=timeout, op="subscribe")
         finally:
             held, self._held = self._held, None
         fresh = {r["key"]: r.get("value") for r in reply.results}

@@ -8,11 +8,15 @@
 - :class:`VersionedEvent` is "a version plus an Event swapped on change": ``bump()`` wakes every
   waiter of ``wait_for_change(since, timeout)``. It is the routing version of both providers and
   the change signal of :class:`~topgun.cluster.partition_map.LivePartitionMap`.
+- :class:`AuthRefusals` counts refused tokens in a row, to decide when callers are told
+  (``AuthError``) instead of kept waiting: at once for a fixed token, after ``AUTH_ATTEMPTS``
+  refusals for a ``token=`` callable (which is asked again on each attempt).
 - :func:`retrying` builds the tenacity ``Retrying`` for one operation, the same for both
   providers: retry errors with ``retryable``, back off with full jitter
   (``wait_random_exponential``) but wake the moment the routing view changes, ask for a fresh
   view first when the error has ``stale_routing``, stop at the deadline or after
   ``policy.max_attempts`` and re-raise the last real error (never ``tenacity.RetryError``).
+  Each retried attempt is logged at DEBUG; the ``WARN_AFTER``-th of one operation at WARNING.
 
 Not in here: choosing connections (the providers and the router), fetching partition maps (the
 caller's ``request_refresh``), deciding what is retryable (the errors carry their flags).
@@ -32,7 +36,20 @@ from .config import ReconnectPolicy, RetryPolicy
 
 log = logging.getLogger(__name__)
 
-__all__ = ["backoff_delays", "StopAt", "VersionedEvent", "Versioned", "retrying"]
+__all__ = ["backoff_delays", "StopAt", "VersionedEvent", "Versioned", "retrying", "AuthRefusals", "AUTH_ATTEMPTS",
+           "WARN_AFTER", "warn_now"]
+
+#: Refused tokens in a row from a ``token=`` callable before callers get ``AuthError``.
+AUTH_ATTEMPTS = 3
+#: Failed attempts in a row (of one request, or of reconnecting) after which they log at WARNING.
+WARN_AFTER = 5
+
+
+def warn_now(failures: int) -> bool:
+    """Whether the ``failures``-th failure in a row logs at WARNING: the ``WARN_AFTER``-th, then
+    each time the count doubles (5, 10, 20, 40, ...), so an outage that lasts does not flood the log."""
+    rounds, rest = divmod(failures, WARN_AFTER)
+    return rest == 0 and rounds > 0 and rounds & (rounds - 1) == 0
 
 
 def backoff_delays(policy: ReconnectPolicy, rng: Callable[[], float] = random.random) -> Iterator[float]:
@@ -88,6 +105,38 @@ class VersionedEvent:
         return f"<VersionedEvent v{self.version}>"
 
 
+class AuthRefusals:
+    """Refused tokens in a row, and whether callers should now be told (``persistent``).
+
+    Args:
+        limit: refusals in a row that make it persistent: 1 for a fixed token (it cannot
+            change), ``AUTH_ATTEMPTS`` for a callable (a new token may be accepted).
+    """
+
+    def __init__(self, limit: int = 1) -> None:
+        self.limit = max(1, limit)
+        self.count = 0
+
+    @staticmethod
+    def for_token(token: object) -> "AuthRefusals":
+        return AuthRefusals(AUTH_ATTEMPTS if callable(token) else 1)
+
+    def refused(self) -> bool:
+        """Count one refusal; True once the refusals are persistent."""
+        self.count += 1
+        return self.persistent
+
+    @property
+    def persistent(self) -> bool:
+        return self.count >= self.limit
+
+    def accepted(self) -> None:
+        self.count = 0
+
+    def __repr__(self) -> str:
+        return f"<AuthRefusals {self.count}/{self.limit}>"
+
+
 def retrying(routing: Versioned, policy: RetryPolicy, clock: Clock, request_refresh: Callable[[], None], *,
              deadline: Optional[float] = None, max_attempts: Optional[int] = None,
              on_retry: Optional[Callable[[BaseException], None]] = None,
@@ -127,7 +176,11 @@ def retrying(routing: Versioned, policy: RetryPolicy, clock: Clock, request_refr
             request_refresh()
         if on_retry is not None and exc is not None:
             on_retry(exc)
-        log.debug("attempt %d failed (%s); retrying", state.attempt_number, exc)
+        if state.attempt_number == WARN_AFTER:
+            log.warning("attempt %d of a request failed (%s); still retrying until its deadline",
+                        state.attempt_number, type(exc).__name__)
+        else:
+            log.debug("attempt %d failed (%s); retrying", state.attempt_number, exc)
 
     return Retrying(
         retry=retry_if_exception(lambda e: bool(getattr(e, "retryable", False)) and not give_up()),

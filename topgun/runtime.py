@@ -35,6 +35,7 @@ from .clock import Clock
 from .engine.engine import WriteEngine
 from .engine.provider import ConnectionProvider, Listeners
 from .engine.requests import RequestRunner
+from .metrics import Metrics
 from .protocol.hlc import HLC
 from .queries import QueryRegistry
 from .storage import MemoryStorage, StorageSpec
@@ -57,6 +58,7 @@ class Runtime:
         node_id: the HLC's node id (the client's).
         write_concern, batch_size, max_in_flight, request_timeout: the engine's settings.
         storage: a storage spec (:mod:`topgun.storage`); a durable one gets an outbox.
+        metrics: the sink of the engine's and the request runner's metrics (None: none).
 
     Raises:
         StorageLocked, ConfigurationError: the storage cannot be opened.
@@ -64,15 +66,15 @@ class Runtime:
 
     def __init__(self, home: Home, provider: ConnectionProvider, *, clock: Clock, node_id: str,
                  write_concern: str, batch_size: int, max_in_flight: int, request_timeout: float,
-                 storage: Optional[StorageSpec] = None) -> None:
+                 storage: Optional[StorageSpec] = None, metrics: Optional[Metrics] = None) -> None:
         self.home = home
         self.clock = clock
         self.group = Group()
         self.provider = provider
         self.hlc = HLC(node_id, clock.now_ms)
         self.engine = WriteEngine(provider, clock=clock, write_concern=write_concern, batch_size=batch_size,
-                                  max_in_flight=max_in_flight, request_timeout=request_timeout)
-        self.requests = RequestRunner(provider, clock=clock, request_timeout=request_timeout)
+                                  max_in_flight=max_in_flight, request_timeout=request_timeout, metrics=metrics)
+        self.requests = RequestRunner(provider, clock=clock, request_timeout=request_timeout, metrics=metrics)
         self.queries = QueryRegistry(self.requests, home=home, spawn=self.group.spawn)
         self.near_caches = NearCaches(provider, clock=clock, spawn=self.group.spawn, request_timeout=request_timeout)
         self.outbox: Optional[Outbox] = None

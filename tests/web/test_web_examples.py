@@ -50,6 +50,23 @@ def test_put_get_404_delete(app: str, worker_class: str, cluster: Any, gunicorn_
         assert health["thread_mode"] == WORKERS[worker_class]
 
 
+def test_the_flask_example_exposes_the_clients_metrics(cluster: Any, gunicorn_factory: Any) -> None:
+    # One worker: /metrics is per worker process, so it then counts every request of the test.
+    server = gunicorn_factory(APPS["flask"], app_env(cluster), workers=1)
+    with requests.Session() as http:
+        for i in range(5):
+            assert http.put(f"{server.base_url}/kv/users/{i}", json={"n": i}, timeout=10).status_code == 200
+        assert http.get(f"{server.base_url}/kv/users/3", timeout=10).json() == {"n": 3}
+        reply = http.get(f"{server.base_url}/metrics", timeout=10)
+    assert reply.status_code == 200 and reply.headers["Content-Type"].startswith("text/plain")
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+               for line in reply.text.splitlines() if line and not line.startswith("#")}
+    assert samples["topgun_writes_acked_total"] == 5
+    assert samples['topgun_requests_total{op="get",outcome="ok"}'] == 1
+    assert samples["topgun_map_version"] >= 1          # cluster mode: the partition map it routes with
+    assert samples["topgun_connects_total"] >= 1
+
+
 class Traffic:
     """Writer threads: PUT a fresh key, then GET it back, until stopped; every outcome recorded."""
 

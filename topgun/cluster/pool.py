@@ -5,7 +5,10 @@ Contract:
   supervisor greenlet that opens their connections; nodes left out are disconnected and
   forgotten; a node whose URL changed is reconnected at the new URL.
 - Each supervisor reconnects with jittered exponential back-off (``backoff_delays``) and never
-  gives up while the node is in the pool.
+  gives up while the node is in the pool, whatever a connect attempt raises (a token
+  callable's exception arrives as ``TokenProviderError`` and is backed off like any failed
+  connect). Refused tokens are asked for again at the same pace until they are persistent
+  (:class:`~topgun.retry.AuthRefusals`), then at ``ReconnectPolicy.max_s``.
 - Every greenlet (supervisors, each connection's reader and heartbeat) lives in one
   ``gevent.pool.Group``; ``close()`` closes the connections and kills the group.
 - ``connection(node_id, key)`` is always the same connection of that node for the same key
@@ -24,7 +27,7 @@ from __future__ import annotations
 import logging
 import random
 from functools import partial
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 import gevent
 import mmh3
@@ -34,9 +37,9 @@ from gevent.pool import Group
 
 from ..clock import Clock
 from ..config import ReconnectPolicy
-from ..errors import AuthError, TLSVerificationError, TopGunError, describe
+from ..errors import AuthError, TLSVerificationError, TokenProviderError, TopGunError, describe
 from ..protocol import messages as m
-from ..retry import backoff_delays
+from ..retry import AuthRefusals, backoff_delays, warn_now
 from ..transport.connection import Connection
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,8 @@ class NodeConnections:
         self.removed = False
         self.reconnects = 0
         self.last_error: Optional[BaseException] = None
+        self.failures = 0           # failed connect attempts in a row
+        self.refusals = AuthRefusals()
         self.wake = Event()
         self.supervisor: Optional[gevent.Greenlet] = None
 
@@ -97,7 +102,8 @@ class ConnectionPool:
                  on_connected: Callable[[str, Connection], None],
                  on_connection_lost: Callable[[str, Connection, Optional[BaseException]], None],
                  on_message: Callable[[Connection, m.Message], None],
-                 rng: Callable[[], float] = random.random, max_dials: int = MAX_DIALS) -> None:
+                 rng: Callable[[], float] = random.random, max_dials: int = MAX_DIALS,
+                 auth_attempts: int = 1, on_connect_failed: Optional[Callable[[BaseException], None]] = None) -> None:
         self._connect = connect
         self._clock = clock
         self._policy = policy
@@ -106,6 +112,8 @@ class ConnectionPool:
         self._on_connection_lost = on_connection_lost
         self._on_message = on_message
         self._rng = rng
+        self._auth_attempts = auth_attempts
+        self._on_connect_failed = on_connect_failed
         self._nodes: Dict[str, NodeConnections] = {}
         self._dials = BoundedSemaphore(max_dials)
         # A node the map drops and lists again (a restart) keeps counting its reconnects.
@@ -130,6 +138,7 @@ class ConnectionPool:
                 node = None
             if node is None:
                 node = self._nodes[node_id] = NodeConnections(node_id, url, self.size)
+                node.refusals = AuthRefusals(self._auth_attempts)
                 node.reconnects = self._reconnects.get(node_id, 0)
                 node.supervisor = self.group.spawn(self._supervise, node)
 
@@ -153,42 +162,67 @@ class ConnectionPool:
     def _supervise(self, node: NodeConnections) -> None:
         delays = backoff_delays(self._policy, self._rng)
         while not node.removed and not self.closed:
-            error: Optional[BaseException] = None
-            for slot, conn in enumerate(node.conns):
-                if conn is not None and conn.is_open:
-                    continue
-                try:
-                    conn = self._dial(node)
-                except TopGunError as exc:
-                    error = exc
-                    break
-                if conn is None:
-                    return  # removed or closed while waiting for a dial slot
-                if node.removed or self.closed:
-                    conn.close()
-                    return
-                # One per time the node comes back (not per connection): after a lost
-                # connection, or when a node the pool had connected to is listed again.
-                if node.lost or (not node.ever_connected and node.node_id in self._reconnects):
-                    node.reconnects += 1
-                node.conns[slot] = conn
-                node.ever_connected = True
-                node.lost = False
-                node.last_error = None
-                self._on_connected(node.node_id, conn)
+            try:
+                error = self._connect_all(node)
+            except Exception as exc:  # a bug in a callback: never the end of the supervisor
+                log.warning("supervising node %s failed; backing off", node.node_id, exc_info=True)
+                error = exc
+            if error is None and (node.removed or self.closed):
+                return
             if error is not None:
-                node.last_error = error
-                # Refused credentials or certificates do not fix themselves soon: slowest pace.
-                slow = isinstance(error, (AuthError, TLSVerificationError))
-                delay = self._policy.max_s if slow else next(delays)
-                log.info("connect to node %s at %s failed (%s); retrying in %.2fs",
-                         node.node_id, node.url, describe(error), delay)
-                self._clock.sleep(delay)
+                self._clock.sleep(self._failed(node, error, delays))
                 continue
             delays = backoff_delays(self._policy, self._rng)
             node.wake.clear()
             if all(c is not None and c.is_open for c in node.conns):
                 node.wake.wait()
+
+    def _connect_all(self, node: NodeConnections) -> Optional[BaseException]:
+        """Open the node's missing connections; the first error, or None (also when removed)."""
+        for slot, conn in enumerate(node.conns):
+            if conn is not None and conn.is_open:
+                continue
+            try:
+                conn = self._dial(node)
+            except Exception as exc:  # any type: user code (token=) and bugs included
+                return exc
+            if conn is None:
+                return None  # removed or closed while waiting for a dial slot
+            if node.removed or self.closed:
+                conn.close()
+                return None
+            # One per time the node comes back (not per connection): after a lost
+            # connection, or when a node the pool had connected to is listed again.
+            if node.lost or (not node.ever_connected and node.node_id in self._reconnects):
+                node.reconnects += 1
+            node.conns[slot] = conn
+            node.ever_connected = True
+            node.lost = False
+            node.last_error = None
+            node.failures = 0
+            node.refusals.accepted()
+            self._on_connected(node.node_id, conn)
+        return None
+
+    def _failed(self, node: NodeConnections, error: BaseException, delays: Iterator[float]) -> float:
+        """Note a failed attempt to connect to ``node``; returns how long to back off."""
+        node.last_error = error
+        node.failures += 1
+        if self._on_connect_failed is not None:
+            self._on_connect_failed(error)
+        refused = isinstance(error, AuthError) and not isinstance(error, TokenProviderError)
+        # Refused credentials or certificates do not fix themselves soon: slowest pace, unless a
+        # token callable may still hand out a better token.
+        slow = (refused and node.refusals.refused()) or isinstance(error, TLSVerificationError)
+        delay = self._policy.max_s if slow else next(delays)
+        if not isinstance(error, TopGunError):
+            log.warning("connect to node %s at %s failed with an unexpected %s; retrying in %.2fs",
+                        node.node_id, node.url, type(error).__name__, delay, exc_info=error)
+        else:
+            level = logging.WARNING if warn_now(node.failures) else logging.INFO
+            log.log(level, "connect to node %s at %s failed %d times in a row (%s); retrying in %.2fs",
+                    node.node_id, node.url, node.failures, describe(error), delay)
+        return delay
 
     def _dial(self, node: NodeConnections) -> Optional[Connection]:
         with self._dials:

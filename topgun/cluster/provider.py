@@ -2,7 +2,8 @@
 
 How it finds and follows the cluster:
 - *Discovery.* While no pooled connection is open (at start, and after every node was
-  lost) one greenlet connects to the seeds in turn with jittered back-off, asks for the
+  lost) one greenlet connects to the seeds in turn with jittered back-off (whatever an
+  attempt raises, a token callable's ``TokenProviderError`` included), asks for the
   PARTITION_MAP, and closes that seed connection once the pool is up. A seed that sends no
   map within ``map_wait`` (1 s) is a standalone server (TopGun 2.2.0 never answers then): it
   becomes one node owning every partition, so cluster mode works against one server too.
@@ -49,11 +50,13 @@ from ..errors import (
     ConnectTimeout,
     RemoteProtocolError,
     TLSVerificationError,
+    TokenProviderError,
     TopGunError,
     describe,
 )
+from ..metrics import Metrics
 from ..protocol import messages as m
-from ..retry import VersionedEvent, backoff_delays, retrying
+from ..retry import AuthRefusals, VersionedEvent, backoff_delays, retrying, warn_now
 from ..transport.connection import Connection
 from .endpoints import EndpointResolver
 from .map_choice import MapChoice
@@ -101,6 +104,9 @@ class ClusterProvider:
             (default ``MAP_WAIT_S``, 1 s).
         on_map_updated, on_node_connected, on_node_lost: observability callbacks.
         retry: the failover policy of requests (default: ``config.retry``).
+        auth_attempts: refused tokens in a row before ``wait_ready`` gives up on authentication
+            (1 for a fixed token, ``AUTH_ATTEMPTS`` for a token callable).
+        metrics: a :class:`topgun.metrics.Metrics` sink, or None.
     """
 
     def __init__(self, config: ClusterConfig, *, clock: Clock, connect: ConnectFn, reconnect: ReconnectPolicy,
@@ -108,8 +114,11 @@ class ClusterProvider:
                  on_map_updated: Optional[Callable[[PartitionMap], None]] = None,
                  on_node_connected: Optional[Callable[[str], None]] = None,
                  on_node_lost: Optional[Callable[[str, Optional[BaseException]], None]] = None,
-                 rng: Callable[[], float] = random.random, retry: Optional[RetryPolicy] = None) -> None:
+                 rng: Callable[[], float] = random.random, retry: Optional[RetryPolicy] = None,
+                 auth_attempts: int = 1, metrics: Optional[Metrics] = None) -> None:
         self.config = config
+        self.metrics = metrics
+        self.refusals = AuthRefusals(auth_attempts)
         self.retry_policy = retry or config.retry
         self._clock = clock
         self._connect = connect
@@ -126,7 +135,8 @@ class ClusterProvider:
         self._routing = VersionedEvent()
         self._pool = ConnectionPool(connect, clock=clock, policy=reconnect, size=config.connections_per_node,
                                     on_connected=self._node_connected, on_connection_lost=self._connection_lost,
-                                    on_message=self._on_message, rng=rng)
+                                    on_message=self._on_message, rng=rng, auth_attempts=auth_attempts,
+                                    on_connect_failed=self._count_failure)
         self.router = PartitionRouter(self.pmap, self._pool, smart=config.smart_routing, owner_down=owner_down,
                                       stats=self.stats_counters)
         self._listener: Optional[ProviderListener] = None
@@ -139,6 +149,7 @@ class ClusterProvider:
         self._no_connections.set()
         self._map_refused = False
         self._up: Set[str] = set()
+        self._ever_up: Set[str] = set()
         self._refresh_until = 0.0
         self._refresh_conn: Optional[Connection] = None
         self._rr = itertools.count()
@@ -192,6 +203,7 @@ class ClusterProvider:
     def _discover(self) -> None:
         seeds = list(self.config.seeds)
         delays = backoff_delays(self._policy, self._rng)
+        failures = 0
         for attempt in itertools.count():
             if self._closed:
                 return
@@ -201,24 +213,45 @@ class ClusterProvider:
             seed = seeds[attempt % len(seeds)]
             try:
                 conn = self._connect(seed, on_message=self._on_seed_message, spawn=self._pool.spawn)
-            except TopGunError as exc:
-                self.last_error = exc
-                if isinstance(exc, (AuthError, TLSVerificationError)):
-                    self._refused.set()  # refused credentials: wait_ready returns now, not at its timeout
-                delay = next(delays)
-                log.info("seed %s unreachable (%s); next try in %.2fs", seed, describe(exc), delay)
-                self._clock.sleep(delay)
+            except Exception as exc:  # any type: discovery never ends while the client is open
+                failures += 1
+                self._seed_failed(seed, exc, failures, next(delays))
                 continue
+            failures = 0
+            self.refusals.accepted()
             try:
                 self._bootstrap(conn, seed)
                 # Keep the seed connection until the pool is up: it may push the next map.
                 self._has_connection.wait(POOL_GRACE_S)
+            except Exception:  # a bug while bootstrapping: log, back off, try again
+                log.warning("bootstrapping from seed %s failed", seed, exc_info=True)
             finally:
                 conn.close()
             if self._has_connection.is_set():
                 delays = backoff_delays(self._policy, self._rng)
             else:
                 self._clock.sleep(next(delays))
+
+    def _seed_failed(self, seed: str, exc: Exception, failures: int, delay: float) -> None:
+        self.last_error = exc
+        self._count_failure(exc)
+        if isinstance(exc, TLSVerificationError) or (
+                isinstance(exc, AuthError) and not isinstance(exc, TokenProviderError) and self.refusals.refused()):
+            self._refused.set()  # refused credentials: wait_ready returns now, not at its timeout
+        if not isinstance(exc, TopGunError):
+            log.warning("seed %s failed with an unexpected %s; next try in %.2fs", seed, type(exc).__name__, delay,
+                        exc_info=exc)
+        else:
+            level = logging.WARNING if warn_now(failures) else logging.INFO
+            log.log(level, "seed %s unreachable %d times in a row (%s); next try in %.2fs", seed, failures,
+                    describe(exc), delay)
+        self._clock.sleep(delay)
+
+    def _count_failure(self, exc: BaseException) -> None:
+        if self.metrics is not None:
+            self.metrics.count("topgun.connect.failures", 1, error=type(exc).__name__)
+            if isinstance(exc, AuthError) and not isinstance(exc, TokenProviderError):
+                self.metrics.count("topgun.auth.refusals", 1)
 
     def _bootstrap(self, conn: Connection, seed: str) -> None:
         applied = self.pmap.applied
@@ -301,6 +334,8 @@ class ClusterProvider:
         self._update_ready()
         if self._listener is not None:
             self._listener.on_map_updated(pmap.version)
+        if self.metrics is not None:
+            self.metrics.gauge("topgun.map.version", pmap.version)
         self._callback(self.on_map_updated, pmap)
 
     def _ask_for_map(self, conn: Connection) -> None:
@@ -343,8 +378,13 @@ class ClusterProvider:
         self._update_ready()
         if self._listener is not None:
             self._listener.on_connected(conn)
+        if self.metrics is not None:
+            self.metrics.count("topgun.connects", 1)
+            if node_id not in self._up and node_id in self._ever_up:
+                self.metrics.count("topgun.reconnects", 1)
         if node_id not in self._up:
             self._up.add(node_id)
+            self._ever_up.add(node_id)
             log.info("node %s connected at %s", node_id, conn.url)
             current = self.pmap.current
             if node_id not in self.choice.sources() and current is not None and not current.synthetic:
@@ -423,8 +463,12 @@ class ClusterProvider:
 
     def retrying(self, deadline: float) -> Retrying:
         """The failover policy for one request: waits for newer partition maps."""
+        metrics = self.metrics
+
         def count(exc: BaseException) -> None:
             self.stats_counters.retries += 1
+            if metrics is not None:
+                metrics.count("topgun.retries", 1, error=type(exc).__name__)
         return retrying(self.pmap, self.retry_policy, self._clock, self.request_refresh, deadline=deadline,
                         on_retry=count, give_up=lambda: self._closed)
 

@@ -22,6 +22,8 @@ Writes:
 With durable storage the engine has an ``outbox`` (see :mod:`topgun.storage.outbox`, which states
 the hook contract): ``outbox.added(w)`` runs before a write is queued, ``outbox.acked(writes)``
 on each OP_ACK. Without it (``outbox`` None, the default) nothing else changes.
+Metrics (``metrics=``, see :mod:`topgun.metrics`) are reported once per OP_BATCH sent or
+acknowledged and once per failed write, never per successful write.
 
 The engine is one of the provider's listeners (it wakes on connects, disconnects and new
 maps, and reads the server's ERROR 429/500 frames); the client starts the provider.
@@ -42,13 +44,17 @@ from gevent.pool import Group
 
 from ..clock import Clock
 from ..errors import (
+    AuthError,
     ClientClosed,
     ConfigurationError,
     LocalProtocolError,
     OperationTimeout,
     ServerOverloaded,
+    TokenProviderError,
     TopGunError,
+    cause_of,
 )
+from ..metrics import Metrics
 from ..protocol import codec, fastpath
 from ..protocol import messages as m
 from ..transport.connection import Connection
@@ -88,8 +94,9 @@ class WriteEngine:
 
     def __init__(self, provider: ConnectionProvider, *, clock: Clock, write_concern: str = "APPLIED",
                  batch_size: int = 500, max_in_flight: int = 2000, request_timeout: float = 10.0,
-                 attempt_timeout: Optional[float] = None) -> None:
+                 attempt_timeout: Optional[float] = None, metrics: Optional[Metrics] = None) -> None:
         self.provider = provider
+        self.metrics = metrics
         self.clock = clock
         self.write_concern = write_concern
         self.batch_size = batch_size
@@ -228,9 +235,21 @@ class WriteEngine:
         if not w.done:
             self.stats["timeouts"] += 1
             cause = self.provider.last_error
-            hint = f" (last error: {cause})" if cause is not None and not self.provider.open_connections() else ""
-            w.finish(exc=OperationTimeout(
-                f"write {w.mk[0]}/{w.mk[1]!r} not acknowledged before its deadline{hint}"))
+            offline = cause is not None and not self.provider.open_connections()
+            what = f"write {w.mk[0]}/{w.mk[1]!r} not acknowledged before its deadline"
+            exc: TopGunError
+            if offline and isinstance(cause, AuthError) and not isinstance(cause, TokenProviderError):
+                exc = AuthError(f"{what}: the server refused the token ({cause})", code=cause.code)
+            else:
+                exc = OperationTimeout(what + (f" (last error: {cause})" if offline else ""))
+            if offline:
+                exc.__cause__ = cause_of(cause)  # the token callable's own exception, if that was it
+            self._failed_write(w, exc)
+
+    def _failed_write(self, w: PendingWrite, exc: BaseException) -> None:
+        if self.metrics is not None:
+            self.metrics.count("topgun.writes.failed", 1, error=type(exc).__name__)
+        w.finish(exc=exc)
 
     def _flusher(self) -> None:
         while not self._closed:
@@ -325,6 +344,8 @@ class WriteEngine:
             return
         self.stats["batches"] += 1
         self.stats["ops_sent"] += len(writes)
+        if self.metrics is not None:
+            self.metrics.gauge("topgun.writes.in_flight", self._inflight_ops)
         batch.waiter.rawlink(lambda result, bid=bid: self._batch_done(bid, result))
 
     def _send_valid(self, conn: Connection, writes: List[PendingWrite]) -> None:
@@ -341,7 +362,7 @@ class WriteEngine:
 
     def _reject(self, w: PendingWrite, message: str) -> None:
         self._unbusy(w)
-        w.finish(exc=ConfigurationError(message))
+        self._failed_write(w, ConfigurationError(message))
 
     def _unbusy(self, w: PendingWrite) -> None:
         n = self._busy.get(w.mk, 0) - 1
@@ -367,7 +388,8 @@ class WriteEngine:
         batch = self._release(bid)
         if batch is None:
             return
-        self._ack_latency += 0.1 * (self.clock.monotonic() - batch.sent_at - self._ack_latency)
+        took = self.clock.monotonic() - batch.sent_at
+        self._ack_latency += 0.1 * (took - self._ack_latency)
         if batch.seq > self._acked_seq.get(batch.conn.cid, 0):
             self._acked_seq[batch.conn.cid] = batch.seq
         level = getattr(result.value, "achieved_level", None) or self.write_concern
@@ -379,6 +401,10 @@ class WriteEngine:
             except Exception:  # the rows stay: delivered again on the next start (harmless on the dev server)
                 log.exception("the outbox could not remove %d acknowledged writes", len(batch.writes))
         self.stats["acked"] += len(batch.writes)
+        if self.metrics is not None:
+            self.metrics.count("topgun.writes.acked", len(batch.writes))
+            self.metrics.observe("topgun.write.batch.duration", took)
+            self.metrics.gauge("topgun.writes.in_flight", self._inflight_ops)
 
     def _batch_failed(self, bid: int, exc: Optional[BaseException]) -> None:
         batch = self._release(bid)
@@ -393,10 +419,12 @@ class WriteEngine:
         alive = [w for w in batch.writes if not w.done]
         if exc is not None and not getattr(exc, "retryable", False) and not isinstance(exc, OperationTimeout):
             for w in alive:
-                w.finish(exc=exc)
+                self._failed_write(w, exc)
             return
         log.debug("resending %d writes after %s", len(alive), exc)
         self.stats["resent"] += len(alive)
+        if self.metrics is not None:
+            self.metrics.count("topgun.writes.resent", len(alive))
         self.provider.note_resent(len(alive))
         # New ids: a late ack of the failed frame must not complete the frame that replaces
         # it, which may hold other writes and end with the same op.

@@ -9,7 +9,11 @@ partition map). A provider reports what it sees to one ``ProviderListener``;
 :class:`Listeners` fans that stream out to several (the write engine and the query registry).
 
 ``SingleServerProvider`` keeps one connection to one URL and reconnects with jittered
-exponential back-off, forever, until closed.
+exponential back-off, forever, until closed. Whatever a connect attempt raises (a network
+error, a ``token=`` callable's own exception as ``TokenProviderError``, a bug) is backed off
+and tried again, never the end of the loop. A refused token is asked for again with the same
+back-off; once refusals are persistent (:class:`~topgun.retry.AuthRefusals`) requests fail
+with ``AuthError`` at once and attempts slow to ``ReconnectPolicy.max_s``.
 
 Not in here: queues and acks (``engine.py``), running requests (``requests.py``), partition
 maps and pools (``topgun.cluster``).
@@ -17,7 +21,7 @@ maps and pools (``topgun.cluster``).
 from __future__ import annotations
 
 import logging
-from typing import Callable, List, Optional, Protocol
+from typing import Callable, Iterator, List, Optional, Protocol
 
 import gevent
 from gevent.event import Event
@@ -26,9 +30,18 @@ from tenacity import Retrying
 
 from ..clock import Clock
 from ..config import ReconnectPolicy, RetryPolicy
-from ..errors import AuthError, ClientClosed, ConnectionLost, TLSVerificationError, TopGunError
+from ..errors import (
+    AuthError,
+    ClientClosed,
+    ConnectionLost,
+    TLSVerificationError,
+    TokenProviderError,
+    TopGunError,
+    describe,
+)
+from ..metrics import Metrics
 from ..protocol import messages as m
-from ..retry import VersionedEvent, backoff_delays, retrying
+from ..retry import AuthRefusals, VersionedEvent, backoff_delays, retrying, warn_now
 from ..transport.connection import Connection
 
 log = logging.getLogger(__name__)
@@ -114,7 +127,8 @@ class SingleServerProvider:
     """One server, one connection, reconnected for ever until ``close()``."""
 
     def __init__(self, url: str, *, clock: Clock, connect: Callable[..., Connection],
-                 reconnect: ReconnectPolicy, retry: Optional[RetryPolicy] = None) -> None:
+                 reconnect: ReconnectPolicy, retry: Optional[RetryPolicy] = None,
+                 refusals: Optional[AuthRefusals] = None, metrics: Optional[Metrics] = None) -> None:
         self.url = url
         self._clock = clock
         self._connect = connect  # connect(url, on_message=..., on_closed=...) -> opened Connection
@@ -130,6 +144,8 @@ class SingleServerProvider:
         self._lost = Event()
         self.last_error: Optional[BaseException] = None
         self.reconnects = 0
+        self.refusals = refusals or AuthRefusals()
+        self.metrics = metrics
 
     def start(self, listener: ProviderListener) -> None:
         self._listener = listener
@@ -137,38 +153,73 @@ class SingleServerProvider:
 
     def _supervise(self) -> None:
         delays = backoff_delays(self._policy)
+        failures = 0
         while not self._closed:
             try:
                 conn = self._connect(self.url, on_message=self._on_message, on_closed=self._on_closed)
-            except (AuthError, TLSVerificationError) as exc:
-                # Wrong credentials or certificates will not fix themselves quickly, but a token
-                # provider (or a proxy's new certificate) may; keep trying at the slowest pace
-                # and let callers see the error.
-                self.last_error = exc
-                self._auth_failed.set()
-                log.warning("%s refused the connection: %s", self.url, exc)
-                self._routing.bump()
-                self._clock.sleep(self._policy.max_s)
-                continue
-            except TopGunError as exc:
-                self.last_error = exc
-                delay = next(delays)
-                log.info("connect to %s failed (%s); retrying in %.2fs", self.url, exc, delay)
-                self._clock.sleep(delay)
+            except Exception as exc:  # any type: a failed connect never ends the loop
+                failures += 1
+                self._clock.sleep(self._failed(exc, failures, delays))
                 continue
             if self._closed:
                 conn.close()
                 return
-            delays = backoff_delays(self._policy)
-            self._conn, self.last_error = conn, None
-            self._auth_failed.clear()
-            self._lost.clear()
-            self._ready.set()
-            self._routing.bump()
-            if self._listener:
-                self._listener.on_connected(conn)
+            delays, failures = backoff_delays(self._policy), 0
+            try:
+                self._up(conn)
+            except Exception:  # a listener's bug: drop this connection, back off and connect again
+                log.warning("setting up the connection to %s failed; reconnecting", self.url, exc_info=True)
+                conn.close()
+                self._clock.sleep(next(delays))
+                continue
             self._lost.wait()
             self.reconnects += 1
+
+    def _up(self, conn: Connection) -> None:
+        self.refusals.accepted()
+        self._conn, self.last_error = conn, None
+        self._auth_failed.clear()
+        self._lost.clear()
+        self._ready.set()
+        self._routing.bump()
+        if self.metrics is not None:
+            self.metrics.count("topgun.connects", 1)
+            if self.reconnects:
+                self.metrics.count("topgun.reconnects", 1)
+        if self._listener:
+            self._listener.on_connected(conn)
+
+    def _failed(self, exc: Exception, failures: int, delays: Iterator[float]) -> float:
+        """Note a failed connect attempt; returns how long to back off."""
+        self.last_error = exc
+        if self.metrics is not None:
+            self.metrics.count("topgun.connect.failures", 1, error=type(exc).__name__)
+        if isinstance(exc, AuthError) and not isinstance(exc, TokenProviderError):
+            if self.metrics is not None:
+                self.metrics.count("topgun.auth.refusals", 1)
+            if not self.refusals.refused():
+                # A token callable may hand out a better one: ask again soon, tell no caller yet.
+                delay = next(delays)
+                log.info("%s refused the token (%d in a row); asking for a new one in %.2fs",
+                         self.url, self.refusals.count, delay)
+                return delay
+        if isinstance(exc, (AuthError, TLSVerificationError)) and not isinstance(exc, TokenProviderError):
+            # Refused credentials or certificates will not fix themselves quickly, but a token
+            # provider (or a proxy's new certificate) may; keep trying at the slowest pace
+            # and let callers see the error.
+            self._auth_failed.set()
+            self._routing.bump()
+            log.warning("%s refused the connection: %s", self.url, exc)
+            return self._policy.max_s
+        delay = next(delays)
+        if isinstance(exc, TopGunError):
+            level = logging.WARNING if warn_now(failures) else logging.INFO
+            log.log(level, "connect to %s failed %d times in a row (%s); retrying in %.2fs", self.url, failures,
+                    describe(exc), delay)
+        else:  # not one of ours: a bug, or user code (a token callable) raising something odd
+            log.warning("connect to %s failed with an unexpected %s; retrying in %.2fs", self.url,
+                        type(exc).__name__, delay, exc_info=exc)
+        return delay
 
     def _on_message(self, conn: Connection, msg: m.Message) -> None:
         if self._listener:
@@ -198,6 +249,9 @@ class SingleServerProvider:
         if conn is None or not conn.is_open:
             if self._closed:
                 raise ClientClosed("the client is closed")
+            error = self.last_error
+            if isinstance(error, AuthError) and self.refusals.persistent:
+                raise AuthError(f"{self.url} keeps refusing the token: {error}", code=error.code) from error
             raise ConnectionLost(f"not connected to {self.url}") from self.last_error
         return conn
 
@@ -217,8 +271,11 @@ class SingleServerProvider:
 
     def retrying(self, deadline: float) -> Retrying:
         """Retry retryable errors until ``deadline``, waking early when the connection comes or goes."""
+        metrics = self.metrics
+        count = None if metrics is None else (
+            lambda exc: metrics.count("topgun.retries", 1, error=type(exc).__name__))
         return retrying(self._routing, self.retry_policy, self._clock, self.request_refresh, deadline=deadline,
-                        give_up=lambda: self._closed)
+                        give_up=lambda: self._closed, on_retry=count)
 
     def note_resent(self, count: int) -> None:
         pass

@@ -6,7 +6,9 @@ every attempt, so a retry follows the newest routing. Retries are the provider's
 ``retrying(deadline)`` (:func:`topgun.retry.retrying` in both providers): retryable errors are
 tried again, with back-off that ends early when routing changes, until the deadline. A
 deadline that passes without a usable answer raises ``OperationTimeout``; so does a transport
-error on the last attempt (the caller asked for an answer by then, not for a connection).
+error on the last attempt (the caller asked for an answer by then, not for a connection),
+chained to the connection's last error (a token callable's own exception, if that was it).
+Each call is counted and timed through ``metrics=`` (:mod:`topgun.metrics`) with its ``op``.
 
 Not in here: writes (``engine.py``: they are queued, batched and tracked per ack, never run
 as requests), the retry policy (``topgun.retry``), choosing connections (the provider).
@@ -17,7 +19,8 @@ import logging
 from typing import Any, Callable, Optional
 
 from ..clock import Clock
-from ..errors import ClientClosed, OperationTimeout, TransportError
+from ..errors import ClientClosed, OperationTimeout, TokenProviderError, TransportError, cause_of
+from ..metrics import Metrics
 from ..protocol import messages as m
 from ..transport.connection import Connection
 from .provider import ConnectionProvider
@@ -30,8 +33,10 @@ __all__ = ["RequestRunner"]
 class RequestRunner:
     """Runs requests over a provider's connections with failover retries."""
 
-    def __init__(self, provider: ConnectionProvider, *, clock: Clock, request_timeout: float = 10.0) -> None:
+    def __init__(self, provider: ConnectionProvider, *, clock: Clock, request_timeout: float = 10.0,
+                 metrics: Optional[Metrics] = None) -> None:
         self.provider = provider
+        self.metrics = metrics
         self.clock = clock
         self.request_timeout = request_timeout
         self._closed = False
@@ -45,13 +50,14 @@ class RequestRunner:
         self._closed = True
 
     def call(self, fn: Callable[[Connection, float], Any], *, key: Optional[str] = None,
-             timeout: Optional[float] = None) -> Any:
+             timeout: Optional[float] = None, op: str = "request") -> Any:
         """Run ``fn(conn, remaining_seconds)`` on the right connection, retrying until the deadline.
 
         Args:
             fn: one attempt; raises a retryable TopGunError to be tried again.
             key: route to this key's owner (None: any connection).
             timeout: seconds (default: ``request_timeout``).
+            op: what the request is, for metrics (``get``, ``query``, a message type).
 
         Returns:
             What ``fn`` returned.
@@ -69,19 +75,40 @@ class RequestRunner:
         def attempt() -> Any:
             remaining = deadline - self.clock.monotonic()
             if remaining <= 0:
-                raise OperationTimeout(f"no answer within {timeout:.3g}s")
+                raise OperationTimeout(f"no answer within {timeout:.3g}s") from self._token_cause()
             conn = provider.connection_for_key(key) if key is not None else provider.any_connection()
             return fn(conn, remaining)
 
+        metrics = self.metrics
+        if metrics is None:
+            return self._run(attempt, deadline, timeout)
+        start = self.clock.monotonic()
+        outcome = "ok"
         try:
-            return provider.retrying(deadline)(attempt)
+            return self._run(attempt, deadline, timeout)
+        except BaseException as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            metrics.observe("topgun.request.duration", self.clock.monotonic() - start, op=op)
+            metrics.count("topgun.requests", 1, op=op, outcome=outcome)
+
+    def _run(self, attempt: Callable[[], Any], deadline: float, timeout: float) -> Any:
+        try:
+            return self.provider.retrying(deadline)(attempt)
         except TransportError as exc:
-            raise OperationTimeout(f"no usable connection within {timeout:.3g}s: {exc}") from exc
+            raise OperationTimeout(f"no usable connection within {timeout:.3g}s: {exc}") \
+                from self._token_cause() or exc
+
+    def _token_cause(self) -> Optional[BaseException]:
+        """The token callable's own exception when that is why there is no connection, else None."""
+        last = self.provider.last_error
+        return cause_of(last) if isinstance(last, TokenProviderError) else None
 
     def request(self, msg: m.Message, *, key: Optional[str] = None, timeout: Optional[float] = None) -> m.Message:
         """Send ``msg`` and return its reply (see :meth:`call`)."""
         return self.call(lambda conn, remaining: conn.request(msg, remaining), key=key,  # type: ignore[no-any-return]
-                         timeout=timeout)
+                         timeout=timeout, op=msg.TYPE)
 
     def __repr__(self) -> str:
         return f"<RequestRunner {'closed' if self._closed else 'open'} timeout={self.request_timeout:.3g}s>"

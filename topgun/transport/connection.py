@@ -14,6 +14,8 @@ Contract:
 - An optional heartbeat sends PING every ``ping_interval`` seconds and closes the
   connection when no PONG comes back within ``ping_timeout``: that is how a hung peer is
   noticed.
+- Each frame sent or received is logged at DEBUG by type and size only (never its content:
+  that would put tokens and values in logs); the check costs one ``isEnabledFor`` per frame.
 Not in here: reconnecting (the owner of the connection decides), routing, retries.
 """
 from __future__ import annotations
@@ -32,7 +34,9 @@ from ..errors import (
     ConnectTimeout,
     OperationTimeout,
     RemoteProtocolError,
+    TokenProviderError,
     TopGunError,
+    describe,
     server_error,
 )
 from ..protocol import codec, correlate
@@ -130,7 +134,13 @@ class Connection:
         self.authenticated = True
 
     def _resolve_token(self) -> str:
-        token = self._token() if callable(self._token) else self._token
+        token = self._token
+        if callable(token):
+            try:
+                token = token()
+            except Exception as exc:  # the user's code: reconnecting must outlive whatever it raises
+                name = getattr(self._token, "__qualname__", type(self._token).__name__)
+                raise TokenProviderError(f"the token provider {name}() raised {describe(exc)}") from exc
         if not token:
             raise AuthError(f"{self.url} requires authentication and no token was given (token=)")
         if not isinstance(token, str):
@@ -175,6 +185,8 @@ class Connection:
         transport = self._transport
         if transport is None or self._closed.is_set():
             raise ConnectionLost(f"{self.url} is not connected")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("#%d -> %d bytes to %s", self.cid, len(data), self.url)
         try:
             transport.send(data)
         except TopGunError:
@@ -238,6 +250,8 @@ class Connection:
                 except RemoteProtocolError as exc:
                     log.warning("dropping undecodable frame from %s: %s", self.url, exc)
                     continue
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("#%d <- %s, %d bytes from %s", self.cid, msg.TYPE, len(data), self.url)
                 self._dispatch(msg)
         except gevent.GreenletExit:
             pass
