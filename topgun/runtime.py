@@ -9,6 +9,8 @@ child, on first use), and replaced whole: nothing in it is patched up in place. 
 - ``engine``: the write engine (queue, batches, acks),
 - ``requests``: the request runner (reads, queries, with failover retries),
 - ``queries``: the live-query registry, a listener of the provider next to the engine,
+- ``topics``, ``locks``, ``counters``: the registries of topic subscriptions, held locks and
+  PN counters (:mod:`topgun.topics`, :mod:`topgun.locks`, :mod:`topgun.counters`), listeners too,
 - ``hlc``: the hybrid logical clock that stamps writes,
 
 and ``start()``/``close()`` bring them up and down in order. Handles (:class:`~topgun.maps.MapHandle`
@@ -26,12 +28,15 @@ from typing import Optional
 from gevent.pool import Group
 
 from .clock import Clock
+from .counters import CounterRegistry
 from .engine.engine import WriteEngine
 from .engine.provider import ConnectionProvider, Listeners
 from .engine.requests import RequestRunner
+from .locks import LockRegistry
 from .protocol.hlc import HLC
 from .queries import QueryRegistry
 from .threads import Home
+from .topics import TopicRegistry
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +65,15 @@ class Runtime:
                                   max_in_flight=max_in_flight, request_timeout=request_timeout)
         self.requests = RequestRunner(provider, clock=clock, request_timeout=request_timeout)
         self.queries = QueryRegistry(self.requests, home=home, spawn=self.group.spawn)
+        self.topics = TopicRegistry(self.requests, home=home, spawn=self.group.spawn)
+        self.locks = LockRegistry(self.requests, home=home, spawn=self.group.spawn)
+        self.counters = CounterRegistry(self.requests, home=home, spawn=self.group.spawn, node_id=node_id)
         self.request_timeout = request_timeout
         self._closed = False
 
     def start(self) -> None:
         """Start the provider (its events go to the engine, then to the live queries) and the engine."""
-        self.provider.start(Listeners(self.engine, self.queries))
+        self.provider.start(Listeners(self.engine, self.queries, self.topics, self.locks, self.counters))
         self.engine.start()
 
     def wait_ready(self, timeout: float) -> bool:
@@ -86,6 +94,8 @@ class Runtime:
             return
         self._closed = True
         self.queries.close()
+        for registry in (self.topics, self.locks, self.counters):
+            registry.close()
         self.group.kill(timeout=timeout)
         self.requests.close()
         self.engine.close(timeout=engine_timeout)  # closes the provider too
