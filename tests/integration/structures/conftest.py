@@ -2,15 +2,16 @@
 embedded dev node) and clients connected to it with ``url=``, all torn down after the test."""
 from __future__ import annotations
 
-import time
-
-import gevent
+import sys
+from pathlib import Path
 from typing import Any, Callable, Iterator, List
 
 import pytest
 
 import topgun
 from topgun.server import EmbeddedCluster
+
+sys.path.insert(0, str(Path(__file__).parent))   # structures_helpers.py
 
 
 @pytest.fixture(params=["real", "embedded"])
@@ -39,26 +40,6 @@ def connect(server_url: str) -> Iterator[Callable[..., topgun.TopGunClient]]:
     yield make
     for client in clients:
         client.close()
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        gevent.sleep(0.02)  # (lets an embedded server on this hub run)
-
-
-def drop_connections(client: topgun.TopGunClient) -> None:
-    """Close every connection of ``client`` under it, as a network failure would (on its home)."""
-    def close_all() -> None:
-        for conn in client.runtime.provider.open_connections():
-            conn.close()
-    client.runtime.home.run(close_all, timeout=5.0)
 
 
 def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:

@@ -13,7 +13,7 @@ from typing import List
 import gevent
 import gevent.event
 import pytest
-from conftest import drop_connections, wait_until
+from structures_helpers import drop_connections, wait_until
 
 import topgun
 from topgun.errors import LockLost, LockNotHeld
