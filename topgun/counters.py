@@ -68,7 +68,7 @@ class CounterState:
             raise RemoteProtocolError(f"counter {self.name!r}: state is not a map")
         grew = False
         for side, mine in (("p", self.p), ("n", self.n)):
-            theirs = state.get(side) or {}
+            theirs = state.get(side, {})
             if not isinstance(theirs, dict):
                 raise RemoteProtocolError(f"counter {self.name!r}: state.{side} is not a map")
             for actor, total in theirs.items():
