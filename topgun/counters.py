@@ -170,13 +170,11 @@ class CounterRegistry:
 
     def subscribe(self, name: str, on_update: Optional[Callable[[Number], None]],
                   timeout: Optional[float]) -> "CounterSubscription":
+        self.sync(name, timeout)
+        # Added after the first answer: ``sub.value`` starts there, updates are what comes later
+        # (nothing can arrive in between: no greenlet switch).
         sub = CounterSubscription(self, name, on_update)
         self._subs.setdefault(name, []).append(sub)
-        try:
-            self.sync(name, timeout)
-        except BaseException:
-            self.forget(sub)
-            raise
         return sub
 
     def forget(self, sub: "CounterSubscription") -> None:
