@@ -151,8 +151,12 @@ class CounterRegistry:
             log.warning("%s", exc)
             return
         if state.value != before:
-            for sub in list(self._subs.get(name, ())):
-                sub._deliver(state.value)
+            self._notify(name)
+
+    def _notify(self, name: str) -> None:
+        value = self.state(name).value
+        for sub in list(self._subs.get(name, ())):
+            sub._deliver(value)
 
     def sync(self, name: str, timeout: Optional[float], amount: Optional[Number] = None) -> Number:
         """Add ``amount`` to this actor's total (None: only read), make sure the name is attached
@@ -162,6 +166,7 @@ class CounterRegistry:
         state = self.state(name)
         if amount:
             state.add(self.actor, amount)
+            self._notify(name)  # our own change is a change too
         timeout = self.request_timeout if timeout is None else timeout
         # Each call attaches again on the name's current connection: a COUNTER_SYNC there is what
         # sends the new totals, and it re-subscribes the connection if the server forgot it.
@@ -223,6 +228,7 @@ class CounterSubscription:
         self.name = name
         self._on_update = on_update
         self._queue: "Queue[Number]" = Queue()
+        self._last: Optional[Number] = registry.state(name).value
         self.closed = False
 
     @property
@@ -231,8 +237,9 @@ class CounterSubscription:
         return self._registry.state(self.name).value
 
     def _deliver(self, value: Number) -> None:
-        if self.closed:
+        if self.closed or value == self._last:
             return
+        self._last = value
         if self._on_update is None:
             self._queue.put(value)
             return
