@@ -15,6 +15,8 @@ from .errors import (
     ConnectionLost,
     ConnectTimeout,
     LocalProtocolError,
+    LockLost,
+    LockNotHeld,
     NotOwnerError,
     OperationTimeout,
     OpRejected,
@@ -36,7 +38,7 @@ __all__ = [
     "RemoteProtocolError", "TransportError", "ConnectTimeout", "ConnectionLost", "TLSVerificationError",
     "OperationTimeout",
     "ServerError", "AuthError", "OpRejected", "ServerOverloaded", "NotOwnerError", "ClusterUnavailable",
-    "ClientClosed", "P", "Change", "__version__",
+    "ClientClosed", "LockNotHeld", "LockLost", "P", "Change", "__version__",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
