@@ -252,7 +252,7 @@ class CounterSubscription:
     def get(self, timeout: Optional[float] = None) -> Number:
         """The next new value (only without ``on_update``). Raises OperationTimeout after ``timeout``."""
         try:
-            return self._queue.get(timeout=timeout)
+            return self._queue.get(timeout=timeout)  # type: ignore[no-any-return]
         except Empty:
             raise OperationTimeout(f"no update of counter {self.name!r} within {timeout}s") from None
 

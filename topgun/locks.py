@@ -330,7 +330,7 @@ class Lock:
             provider = registry.requests.provider
             policy = RetryPolicy(max_attempts=1_000_000_000, backoff_s=BUSY_BACKOFF_S,
                                  max_backoff_s=BUSY_MAX_BACKOFF_S, deadline_s=max(timeout, 0.001))
-            return retrying(_Routing(provider), policy, clock, provider.request_refresh,  # type: ignore[no-any-return]
+            return retrying(_Routing(provider), policy, clock, provider.request_refresh,
                             deadline=deadline)(attempt)
         except (_Busy, OperationTimeout):
             return False

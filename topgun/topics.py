@@ -195,7 +195,7 @@ class TopicSubscription:
     def get(self, timeout: Optional[float] = None) -> TopicMessage:
         """The next message (only without a callback). Raises OperationTimeout after ``timeout``."""
         try:
-            return self._queue.get(timeout=timeout)
+            return self._queue.get(timeout=timeout)  # type: ignore[no-any-return]
         except Empty:
             raise OperationTimeout(f"no message on topic {self.topic!r} within {timeout}s") from None
 

@@ -6,8 +6,11 @@ import subprocess
 import sys
 from typing import List
 
+import test_cli_commands
 import ujson
-from test_cli_commands import ENV, REPO, Lines, cli_cluster, topgun  # noqa: F401  (cli_cluster: a fixture)
+from test_cli_commands import ENV, REPO, Lines, topgun
+
+cli_cluster = test_cli_commands.cli_cluster   # the module-scoped fixture, shared with that file
 
 
 def test_publish_reaches_a_subscriber(cli_cluster: List[str]) -> None:

@@ -19,7 +19,7 @@ Not here: routing (clients route a lock to its name's partition owner), the sock
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, cast
 
 from .connection import ClientConnection
 from .topics import valid_name
@@ -78,6 +78,7 @@ class Locks:
         if not valid_name(name) or ttl == 0:
             deny()   # what the real server answers for these
             return
+        name = cast(str, name)
         held = self._holder(name)
         if held is not None and held.cid != conn.cid:
             deny()
