@@ -5,7 +5,7 @@ The wire is WIRE.md section 13. What the server gives, and what this module adds
 - **No wait queue.** A busy lock is refused at once (LOCK_RELEASED ``success: false``), so
   ``acquire(blocking=True, timeout=t)`` retries with jittered exponential back-off
   (:func:`topgun.retry.retrying`, waking early when the routing changes) until ``t`` runs out
-  and then returns False. No call blocks past its deadline: ``timeout=None`` means the
+  and then returns False (or raises ``OperationTimeout`` if no server ever answered). No call blocks past its deadline: ``timeout=None`` means the
   client's ``request_timeout``, never "for ever".
 - **Fencing tokens** (``lock.fencing_token``) grow by one per grant of a name on its node.
   They restart at 1 when the lock's node is replaced (the state is not replicated), so
@@ -193,8 +193,9 @@ class LockRegistry:
                 now = provider.connection_for_key(lock.name)
             except TopGunError:
                 continue  # no route right now; a lost connection is reported by on_disconnected
-            if now is not held_on:
+            if now is not held_on and (now.node_id != held_on.node_id or not held_on.is_open):
                 # Another node owns the name now: others get the lock there. Free ours, report it.
+                # (Another connection to the same node is harmless: that node still knows our hold.)
                 try:
                     if held_on.is_open and lock.fencing_token is not None:
                         held_on.send(m.LockRelease(lock.name, lock.fencing_token, uuid.uuid4().hex))
@@ -308,6 +309,9 @@ class Lock:
         Raises:
             ConfigurationError: a bad timeout.
             ClientClosed: the client is closed.
+            OperationTimeout: no answer at all within ``timeout`` (no connection, or the
+                server is silent): not "busy", nobody could say.
+            ClusterUnavailable: no node for the name was reachable before the deadline.
         """
         runtime = self._client.runtime
         registry: LockRegistry = runtime.locks
@@ -318,9 +322,22 @@ class Lock:
         clock = runtime.clock
         deadline = clock.monotonic() + timeout
 
+        refused = [False]   # once someone said "busy", running out of time means busy, not unreachable
+
         def attempt() -> bool:
             remaining = deadline - clock.monotonic()
-            if remaining <= 0 or not registry.try_acquire(self, ttl_ms, remaining):
+            if remaining <= 0:
+                if refused[0]:
+                    raise _Busy(f"lock {self.name!r} is held by someone else")
+                raise OperationTimeout(f"no answer about lock {self.name!r} within {timeout:.3g}s")
+            try:
+                granted = registry.try_acquire(self, ttl_ms, remaining)
+            except OperationTimeout:
+                if refused[0]:
+                    raise _Busy(f"lock {self.name!r} is held by someone else") from None
+                raise
+            if not granted:
+                refused[0] = True
                 raise _Busy(f"lock {self.name!r} is held by someone else")
             return True
 
@@ -332,7 +349,7 @@ class Lock:
                                  max_backoff_s=BUSY_MAX_BACKOFF_S, deadline_s=max(timeout, 0.001))
             return retrying(_Routing(provider), policy, clock, provider.request_refresh,
                             deadline=deadline)(attempt)
-        except (_Busy, OperationTimeout):
+        except _Busy:
             return False
 
     @threads.blocking()
@@ -340,8 +357,9 @@ class Lock:
         """Give the lock back.
 
         Raises:
-            LockLost: the lock was lost while held (see ``lost_reason``), or the server no
-                longer had it (its ttl ran out); what it protected may have had another holder.
+            LockLost: the lock was lost while held (see ``lost_reason``), the server no longer
+                had it (its ttl ran out), or the connection dropped around the release; what it
+                protected may have had another holder.
             LockNotHeld: this handle does not hold the lock.
             OperationTimeout: no answer within ``timeout``; the lock counts as lost.
         """
@@ -357,8 +375,11 @@ class Lock:
         self._conn, self._grant = None, self._grant + 1
         try:
             success = registry.release(self, conn, token, runtime.request_timeout if timeout is None else timeout)
-        except ConnectionLost:
-            return  # the server frees a lock with its holder's connection: it is released either way
+        except ConnectionLost as exc:
+            # The server freed it with the connection, but maybe before release() was called:
+            # the protected work may have overlapped another holder's. Say so.
+            raise LockLost(f"lock {self.name!r}: its connection was lost around the release",
+                           reason="connection lost", lost_at=runtime.clock.monotonic()) from exc
         except OperationTimeout:
             self.lost, self.lost_reason, self.lost_at = True, "no answer to LOCK_RELEASE", runtime.clock.monotonic()
             raise
