@@ -72,3 +72,67 @@ def test_a_resent_state_never_counts_twice() -> None:
 def test_a_malformed_server_state_is_a_protocol_error(bad: Any) -> None:
     with pytest.raises(RemoteProtocolError):
         CounterState("hits").merge(bad)
+
+
+# -- lock loss on routing changes, with fakes (no sockets) -------------------------------------
+
+class _Conn:
+    def __init__(self, node_id: str) -> None:
+        self.node_id, self.url, self.is_open, self.sent = node_id, f"ws://{node_id}", True, []
+
+    def send(self, msg: Any) -> None:
+        self.sent.append(msg)
+
+
+class _Provider:
+    def __init__(self, conn: _Conn) -> None:
+        self.route = conn
+
+    def connection_for_key(self, key: str) -> _Conn:
+        return self.route
+
+
+class _Requests:
+    def __init__(self, provider: _Provider) -> None:
+        from topgun.clock import FakeClock
+        self.provider, self.clock, self.closed, self.request_timeout = provider, FakeClock(), False, 1.0
+
+
+def _held_lock(conn: _Conn) -> Any:
+    from types import SimpleNamespace
+
+    from topgun.locks import LockRegistry
+    requests = _Requests(_Provider(conn))
+    spawned: list = []
+    registry = LockRegistry(requests, home=None, spawn=lambda fn, *a: spawned.append((fn, a)))  # type: ignore[arg-type]
+    client = SimpleNamespace(runtime=SimpleNamespace(locks=registry, clock=requests.clock))
+    lost: list = []
+    lock = Lock(client, "res", on_lost=lambda lk: lost.append(lk.lost_reason))
+    registry.claims["res"] = lock
+    lock._granted(conn, 7, 0.0)
+    return registry, requests.provider, lock, lost, spawned
+
+
+def test_a_map_moving_the_name_to_another_node_loses_the_lock_and_frees_it_there() -> None:
+    old = _Conn("n1")
+    registry, provider, lock, lost, spawned = _held_lock(old)
+    provider.route = _Conn("n1")                 # another connection to the same node: still held
+    registry.on_map_updated(2)
+    assert lock.locked() and not lock.lost
+    provider.route = _Conn("n2")                 # the name's partition moved to n2
+    registry.on_map_updated(3)
+    assert lock.lost and not lock.locked() and "moved" in (lock.lost_reason or "")
+    assert [type(m).__name__ for m in old.sent] == ["LockRelease"] and old.sent[0].fencing_token == 7
+    for fn, args in spawned:                     # the on_lost callback runs on a spawned greenlet
+        fn(*args)
+    assert lost == [lock.lost_reason]
+    assert "res" not in registry.claims
+
+
+def test_a_lost_connection_loses_the_locks_held_on_it_only() -> None:
+    conn = _Conn("n1")
+    registry, _, lock, _, _ = _held_lock(conn)
+    registry.on_disconnected(_Conn("n2"), None)
+    assert lock.locked()
+    registry.on_disconnected(conn, None)
+    assert lock.lost and "lost" in (lock.lost_reason or "")
