@@ -15,6 +15,8 @@ from .errors import (
     ConnectionLost,
     ConnectTimeout,
     LocalProtocolError,
+    LockLost,
+    LockNotHeld,
     NotOwnerError,
     OperationTimeout,
     OpRejected,
@@ -39,7 +41,8 @@ __all__ = [
     "RemoteProtocolError", "TransportError", "ConnectTimeout", "ConnectionLost", "TLSVerificationError",
     "OperationTimeout", "TokenProviderError",
     "ServerError", "AuthError", "OpRejected", "ServerOverloaded", "NotOwnerError", "ClusterUnavailable",
-    "ClientClosed", "P", "Change", "__version__", "StorageLocked", "MemoryStorage", "SQLiteStorage", "NearCache",
+    "ClientClosed", "LockNotHeld", "LockLost", "P", "Change", "__version__", "StorageLocked", "MemoryStorage",
+    "SQLiteStorage", "NearCache",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

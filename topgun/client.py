@@ -29,8 +29,10 @@ import gevent
 from . import forking, threads
 from .clock import Clock, GeventClock
 from .config import ClientConfig, ClusterConfig
+from .counters import CounterHandle
 from .engine.provider import ConnectionProvider, SingleServerProvider
 from .errors import ClientClosed, ConnectTimeout, TopGunError, cause_of
+from .locks import Lock
 from .maps import MapHandle
 from .metrics import guarded
 from .ormaps import ORMapHandle
@@ -38,6 +40,7 @@ from .protocol import messages as m
 from .retry import AuthRefusals
 from .runtime import Runtime
 from .storage.nearcache import NearCache
+from .topics import TopicHandle
 from .transport.connection import Connection, TransportFactory
 
 # Imported here, not on first connect: a first import on the loop thread could be cut in half by
@@ -249,6 +252,22 @@ class TopGunClient:
         """A handle on the observed-remove map ``name``: several values per key (cheap; no IO)."""
         self._check_open()
         return ORMapHandle(self, name)
+
+    def topic(self, name: str) -> TopicHandle:
+        """A handle on the pub/sub topic ``name`` (cheap; no IO); see :mod:`topgun.topics`."""
+        self._check_open()
+        return TopicHandle(self, name)
+
+    def lock(self, name: str, *, ttl: Optional[float] = None,
+             on_lost: Optional[Callable[[Lock], None]] = None) -> Lock:
+        """A distributed lock ``name`` (cheap; no IO until ``acquire``); see :mod:`topgun.locks`."""
+        self._check_open()
+        return Lock(self, name, ttl=ttl, on_lost=on_lost)
+
+    def counter(self, name: str) -> CounterHandle:
+        """A handle on the PN counter ``name`` (cheap; no IO); see :mod:`topgun.counters`."""
+        self._check_open()
+        return CounterHandle(self, name)
 
     @threads.blocking()
     def ping(self, timeout: Optional[float] = None) -> float:

@@ -20,7 +20,9 @@ Every error the library raises derives from :class:`TopGunError`::
     │   ├── ServerOverloaded          ERROR 429: retry the frame after a back-off (retryable)
     │   └── NotOwnerError             the node does not own the key's partition (retryable, stale_routing)
     ├── ClusterUnavailable            no owner reachable before the deadline
-    └── ClientClosed                  the client was closed; no new work is accepted
+    ├── ClientClosed                  the client was closed; no new work is accepted
+    └── LockNotHeld                   release() of a lock this handle does not hold (also a RuntimeError)
+        └── LockLost                  the lock was held but is gone (connection, node, ttl, map change)
 
 ``retryable`` says whether failover may try the same operation again; ``stale_routing``
 says the partition map should be refreshed before the next try.
@@ -33,7 +35,7 @@ __all__ = [
     "TopGunError", "ConfigurationError", "StorageLocked", "ProtocolError", "LocalProtocolError",
     "RemoteProtocolError", "TransportError", "ConnectTimeout", "ConnectionLost", "TLSVerificationError",
     "OperationTimeout", "ServerError", "AuthError", "TokenProviderError", "OpRejected", "ServerOverloaded",
-    "NotOwnerError", "ClusterUnavailable", "ClientClosed", "server_error", "cause_of",
+    "NotOwnerError", "ClusterUnavailable", "ClientClosed", "LockNotHeld", "LockLost", "server_error", "cause_of",
 ]
 
 
@@ -153,6 +155,24 @@ class ClusterUnavailable(TopGunError):
 
 class ClientClosed(TopGunError):
     """The client (or connection) has been closed and accepts no new work."""
+
+
+class LockNotHeld(TopGunError, RuntimeError):
+    """``release()`` of a lock this handle does not hold (``threading.Lock`` raises RuntimeError)."""
+
+
+class LockLost(LockNotHeld):
+    """A lock this handle held is gone: its connection or node was lost, its ttl ran out, the
+    partition map moved its name to another node, or the server no longer knew the token.
+
+    Whatever the lock protected may have been entered by another holder since ``.lost_at``
+    (``clock.monotonic()``); ``.reason`` says why, in words.
+    """
+
+    def __init__(self, message: str, *, reason: str = "", lost_at: Optional[float] = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+        self.lost_at = lost_at
 
 
 _BY_CODE: Dict[Any, Type[ServerError]] = {

@@ -9,6 +9,8 @@ child, on first use), and replaced whole: nothing in it is patched up in place. 
 - ``engine``: the write engine (queue, batches, acks),
 - ``requests``: the request runner (reads, queries, with failover retries),
 - ``queries``: the live-query registry, a listener of the provider next to the engine,
+- ``topics``, ``locks``, ``counters``: the registries of topic subscriptions, held locks and
+  PN counters (:mod:`topgun.topics`, :mod:`topgun.locks`, :mod:`topgun.counters`), listeners too,
 - ``hlc``: the hybrid logical clock that stamps writes,
 - ``service(name, make)``: one helper per name for the structure handles (the OR-map and search
   subscription registries), built on first use, a listener of the provider, closed with the runtime,
@@ -32,9 +34,11 @@ from typing import Any, Callable, Dict, Optional
 from gevent.pool import Group
 
 from .clock import Clock
+from .counters import CounterRegistry
 from .engine.engine import WriteEngine
 from .engine.provider import ConnectionProvider, Listeners
 from .engine.requests import RequestRunner
+from .locks import LockRegistry
 from .metrics import Metrics
 from .protocol.hlc import HLC
 from .queries import QueryRegistry
@@ -42,6 +46,7 @@ from .storage import MemoryStorage, StorageSpec
 from .storage.nearcache import NearCaches
 from .storage.outbox import Outbox
 from .threads import Home
+from .topics import TopicRegistry
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +93,11 @@ class Runtime:
                 submit=lambda name, key, value, ts, op, timeout: engine.submit_put(
                     name, key, value, ts, op_type=op, timeout=timeout))
             engine.outbox = self.outbox
-        self.listeners = Listeners(self.engine, self.queries, self.near_caches)
+        self.topics = TopicRegistry(self.requests, home=home, spawn=self.group.spawn)
+        self.locks = LockRegistry(self.requests, home=home, spawn=self.group.spawn)
+        self.counters = CounterRegistry(self.requests, home=home, spawn=self.group.spawn, node_id=node_id)
+        self.listeners = Listeners(self.engine, self.queries, self.near_caches, self.topics, self.locks,
+                                   self.counters)
         self._services: Dict[str, Any] = {}
         self.request_timeout = request_timeout
         self._closed = False
@@ -132,6 +141,8 @@ class Runtime:
             return
         self._closed = True
         self.queries.close()
+        for registry in (self.topics, self.locks, self.counters):
+            registry.close()
         for service in list(self._services.values()):
             try:
                 service.close()

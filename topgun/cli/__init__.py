@@ -18,7 +18,7 @@ from topgun import __version__
 __all__ = ["main", "SUBCOMMANDS"]
 
 # module names under topgun.cli; each has register(subparsers)
-SUBCOMMANDS: List[str] = ["bench", "kv", "watch", "cluster", "server", "outbox"]
+SUBCOMMANDS: List[str] = ["bench", "kv", "watch", "cluster", "server", "outbox", "topics", "lock", "counter"]
 
 
 # the extra that installs a missing module a subcommand imports

@@ -20,6 +20,7 @@ DEFAULT_THRESHOLDS: Dict[str, Tuple[str, ...]] = {
     "single": ("success_rate>=0.99", "p95_ms<50"),
     "failover": ("success_rate>=0.95", "recovery_p95_s<5", "unrecovered_kills==0", "lost==0", "read_errors==0"),
     "rebalance": ("success_rate>=0.98", "p95_ms<100", "lost==0", "read_errors==0"),
+    "counter": ("success_rate>=0.99", "lost==0", "overcounted==0", "read_errors==0"),
 }
 
 _OPS: Dict[str, Callable[[Any, Any], bool]] = {

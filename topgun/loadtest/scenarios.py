@@ -13,6 +13,8 @@ chaos:
 - ``rebalance``: a cluster; a node joins at ``add_at`` (k6 cluster-rebalance: success >= 98 %,
   p95 < 100 ms). Needs an embedded target.
 - ``single``: one node, client in single-server mode (the baseline).
+- ``counter``: a cluster; users increment a few shared PN counters instead of writing keys,
+  and each counter is checked against the acknowledged increments (``counters.py``).
 
 Each user's keys are written only by that user and in order, so after the run every
 acknowledged write can be checked: a fresh client reads each key back, and the value must be
@@ -31,6 +33,7 @@ from gevent.pool import Pool
 
 from ..clock import Clock, GeventClock
 from ..errors import ConfigurationError
+from .counters import CounterWorkload, verify_counters
 from .machine import cpu_figures, cpu_snapshot, loadavg, machine_info
 from .pacing import parse_pacing
 from .report import DEFAULT_THRESHOLDS, evaluate_thresholds, parse_threshold, progress_line
@@ -42,7 +45,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["BenchOptions", "WriteWorkload", "SCENARIOS", "run_bench", "make_target", "verify_acked"]
 
-SCENARIOS = ("throughput", "failover", "rebalance", "single")
+SCENARIOS = ("throughput", "failover", "rebalance", "single", "counter")
 CHAOS = ("failover", "rebalance")
 
 
@@ -106,7 +109,7 @@ class BenchOptions:
 
     @property
     def should_verify(self) -> bool:
-        return self.verify if self.verify is not None else self.scenario in CHAOS
+        return self.verify if self.verify is not None else self.scenario in CHAOS + ("counter",)
 
 
 class WriteWorkload:
@@ -254,8 +257,10 @@ def _run_on(target: Target, opts: BenchOptions, out: Optional[TextIO], started_a
     client = _new_client(target, opts)
     try:
         handle = client.map(opts.map_name)
-        workload = WriteWorkload(handle, users=opts.users, keys=opts.keys, value_size=opts.value_size,
-                                 batch_size=opts.batch_size, track=opts.should_verify)
+        workload: Any = WriteWorkload(handle, users=opts.users, keys=opts.keys, value_size=opts.value_size,
+                                      batch_size=opts.batch_size, track=opts.should_verify)
+        if opts.scenario == "counter":
+            workload = CounterWorkload(client, name=opts.map_name, users=opts.users)
         on_tick = None
         if out is not None:
             def on_tick(elapsed: float, figures: Dict[str, float]) -> None:
@@ -292,7 +297,13 @@ def _run_on(target: Target, opts: BenchOptions, out: Optional[TextIO], started_a
         if opts.scenario == "failover":
             doc.update(_recovery_figures([m for m in result.markers if m.name.startswith("kill")], kills))
             doc["rejoins"] = [m.as_dict() for m in result.markers if m.name.startswith("restart")]
-        if opts.should_verify:
+        if opts.should_verify and opts.scenario == "counter":
+            checker = _new_client(target, opts)
+            try:
+                doc.update(verify_counters(checker, workload, timeout=opts.request_timeout))
+            finally:
+                checker.close()
+        elif opts.should_verify:
             if out is not None:
                 print(f"verifying {len(workload.acked)} acknowledged keys with a fresh client ...",
                       file=out, flush=True)

@@ -27,8 +27,8 @@ Where this server differs from the real 2.2.0 server (on purpose) -- the one lis
   Tombstones never appear in queries, sync or Merkle trees (as on the real server).
 * **Bad frames get an ERROR** instead of silence: ``{code: 400, message, details}`` for an
   undecodable frame, a text frame, an unknown or server-only type, or a malformed message;
-  501 for known message types the dev server does not implement (topics, locks, counters,
-  ORMAP_PUSH_DIFF, hybrid and vector search, SQL, journal, entry processors); 503 when a write could not be confirmed
+  501 for known message types the dev server does not implement (ORMAP_PUSH_DIFF, hybrid and
+  vector search, SQL, journal, entry processors); 503 when a write could not be confirmed
   within 8 s. Frames sent before a successful AUTH in JWT mode are still dropped silently.
   When the frame was a write, ``details.lastId`` is the ``lastId`` its OP_ACK would have had.
 * **NOT_OWNER** (strict mode only, ``strict=True`` / ``--strict``): a write batch touching a
@@ -61,6 +61,14 @@ Where this server differs from the real 2.2.0 server (on purpose) -- the one lis
   32 MiB stop getting events (acks still go out), all client connections of a node together
   may queue 128 MiB (past it the slowest is disconnected), and a connection may hold 1,000
   live queries (ERROR 429 past it).
+* **Topics, locks and PN counters** keep the real server's wire shapes and rules, and are
+  node-local like there: nothing is forwarded or replicated, so clients meet on a topic, lock or
+  counter only by routing its name's partition to its owner (cluster-mode clients do). When a
+  node dies its locks and counters are gone (the clients restore counters from their totals).
+  Differences: an invalid topic name and a COUNTER_SYNC without ``p``/``n`` maps get ERROR 400
+  (the real server ignores both silently; an invalid lock name gets ``LOCK_RELEASED success:
+  false`` from both), and a disconnected holder's lock is free at once (the real server frees it
+  a moment later).
 * **Mutual seeds**: nodes that all list each other as seeds form one cluster (the lowest node
   id among those reached founds it); the real server's cluster handshake is not modelled.
 * **OR-maps** (``ormaps.py``): an add keeps the client's tag and timestamp (2.2.0 re-tags it), and
@@ -71,8 +79,7 @@ Where this server differs from the real 2.2.0 server (on purpose) -- the one lis
   cluster client asks every node), BM25 with tantivy's analyzer, so scores match; but results
   carry the stored ``value`` (2.2.0 sends nil), a search scans the node's records (no index),
   live searches end with their connection and are not told about OR-map writes, ``boost`` is ignored.
-* Not implemented: ORMAP_PUSH_DIFF, topics, locks, PN counters, hybrid and vector search, SQL,
-  journal, entry processors,
+* Not implemented: ORMAP_PUSH_DIFF, hybrid and vector search, SQL, journal, entry processors,
   ``cursor``/``groupBy`` in queries, TTL expiry (as on the real server), persistence, HTTP sync
   (``POST /sync`` answers 404), and the other HTTP endpoints but ``GET /health``.
 """

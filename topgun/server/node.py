@@ -5,8 +5,11 @@ Client frames are decoded here and dispatched to the module that handles them: w
 :class:`~topgun.server.writes.Writer` (OR-map ops too, as shadow writes: ``ormaps.py``), live
 queries to :class:`~topgun.server.subscriptions.Subscriptions`, Merkle sync to
 :class:`~topgun.server.sync.MerkleSync`, OR-map reads to :class:`~topgun.server.ormaps.ORMaps`,
-full-text search to :class:`~topgun.server.search.Search`; AUTH, PING and PARTITION_MAP_REQUEST are answered
-here. Membership and partition moves live in ``membership.py`` and ``rebalance.py``.
+full-text search to :class:`~topgun.server.search.Search`, topics, locks and PN counters to
+:class:`~topgun.server.topics.Topics`, :class:`~topgun.server.locks.Locks` and
+:class:`~topgun.server.counters.Counters` (node-local, like the real server's); AUTH, PING and
+PARTITION_MAP_REQUEST are answered here. Membership and partition moves live in
+``membership.py`` and ``rebalance.py``.
 
 The node is where the parts are wired: each gets only what it uses (the store, the
 :class:`~topgun.server.table.LiveTable`, the peers, a publish callable, ``spawn``, the clock),
@@ -39,7 +42,9 @@ from topgun.protocol.hlc import HLC
 from . import app as _app
 from .auth import verify_hs256
 from .connection import MAX_QUERIES_PER_CONNECTION, NODE_OUTBOUND_BYTES, SLOW_CONSUMER_BYTES, ClientConnection
+from .counters import Counters
 from .frames import FrameSocket, FrameTooLarge, OutboundBudget
+from .locks import Locks
 from .membership import Membership
 from .ormaps import ORMaps, is_or_op, parse_or_op
 from .placement import PartitionTable
@@ -49,6 +54,7 @@ from .store import Store
 from .subscriptions import Subscriptions
 from .sync import MerkleSync
 from .table import LiveTable
+from .topics import Topics
 from .writes import APPLIED, LEVEL_NAMES, LEVELS, WRITE_DEADLINE_S, BadFrame, Unsupported, Writer, parse_ops
 
 __all__ = ["Node"]
@@ -57,8 +63,7 @@ log = logging.getLogger(__name__)
 
 # Known message types the dev server does not implement: answered with ERROR 501.
 UNSUPPORTED = frozenset({
-    "TOPIC_SUB", "TOPIC_UNSUB", "TOPIC_PUB", "LOCK_REQUEST", "LOCK_RELEASE", "COUNTER_REQUEST",
-    "COUNTER_SYNC", "ORMAP_PUSH_DIFF", "HYBRID_SEARCH", "HYBRID_SEARCH_SUB",
+    "ORMAP_PUSH_DIFF", "HYBRID_SEARCH", "HYBRID_SEARCH_SUB",
     "HYBRID_SEARCH_UNSUB", "VECTOR_SEARCH", "SQL_QUERY", "ENTRY_PROCESS", "ENTRY_PROCESS_BATCH",
     "REGISTER_RESOLVER", "UNREGISTER_RESOLVER", "LIST_RESOLVERS", "JOURNAL_READ",
     "JOURNAL_SUBSCRIBE", "JOURNAL_UNSUBSCRIBE"})
@@ -131,6 +136,8 @@ class Node:
                              interested=self.subs.interested, spawn=spawn, clock=clock)
         self.sync = MerkleSync(node_id, tables, store, peers, now=self.hlc.now, gather=self.subs.gather)
         self.rebalancer = Rebalancer(node_id, tables, store, peers, spawn=spawn, clock=clock, adopt=self.adopt)
+        # Topics, locks and counters are node-local, as on the real server (clients route them).
+        self.topics, self.locks, self.counters = Topics(clock.now_ms), Locks(clock.monotonic), Counters()
         self._wire_peers()
         self._handlers: Dict[str, Callable[[ClientConnection, Dict[str, Any]], None]] = {
             "CLIENT_OP": self._on_client_op, "OP_BATCH": self._on_op_batch, "PING": self._on_ping,
@@ -141,6 +148,9 @@ class Node:
             "ORMAP_DIFF_REQUEST": self.ormaps.on_diff_request, "ORMAP_SYNC_INIT": self.ormaps.on_sync_init,
             "ORMAP_MERKLE_REQ_BUCKET": self.ormaps.on_bucket, "SEARCH": self.search.on_search,
             "SEARCH_SUB": self.search.on_search_sub, "SEARCH_UNSUB": self.search.on_search_unsub,
+            "TOPIC_SUB": self.topics.on_sub, "TOPIC_UNSUB": self.topics.on_unsub, "TOPIC_PUB": self.topics.on_pub,
+            "LOCK_REQUEST": self.locks.on_request, "LOCK_RELEASE": self.locks.on_release,
+            "COUNTER_REQUEST": self.counters.on_request, "COUNTER_SYNC": self.counters.on_sync,
         }
 
     def _wire_peers(self) -> None:
@@ -289,6 +299,8 @@ class Node:
             self.subs.drop_connection(conn)
             self.search.drop_connection(conn)
             self.ormaps.drop_connection(conn)
+            for component in (self.topics, self.locks, self.counters):
+                component.drop_connection(conn)
             fs.close(flush=True)
 
     def handle_frame(self, conn: ClientConnection, data: Any) -> None:

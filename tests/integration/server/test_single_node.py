@@ -88,7 +88,9 @@ def test_replicated_write_on_a_single_node_reports_applied(embedded_node, raw):
     ({"type": "CLIENT_OP", "payload": {"mapName": "m", "key": 5}}, 400),
     ({"type": "PING"}, 400),
     ({"type": "QUERY_SUB", "payload": {"queryId": "q", "mapName": "m", "query": {"predicate": {"op": "??"}}}}, 400),
-    ({"type": "TOPIC_SUB", "payload": {"topic": "t"}}, 501),
+    ({"type": "SQL_QUERY", "payload": {"sql": "SELECT 1", "queryId": "q"}}, 501),
+    ({"type": "TOPIC_SUB", "payload": {"topic": "bad topic"}}, 400),       # the real server: silence
+    ({"type": "COUNTER_SYNC", "payload": {"name": "c", "state": {"positive": {}, "negative": {}}}}, 400),
 ])
 def test_bad_frames_get_an_error_and_the_connection_lives_on(embedded_node, raw, frame, code):
     client = raw(embedded_node.urls[0])

@@ -1,0 +1,138 @@
+"""Pieces of topics, locks and counters that need no server: name rules, counter merging, lock options."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from topgun.counters import CounterHandle, CounterState
+from topgun.errors import ConfigurationError, RemoteProtocolError
+from topgun.locks import Lock
+from topgun.topics import TopicHandle, check_name
+
+
+class _NoClient:
+    @property
+    def runtime(self) -> Any:   # the handles look it up only when they do IO
+        raise AssertionError("no IO expected")
+
+
+@pytest.mark.parametrize("name", ["a", "chat/room-1", "A.b:c_d/e-f", "x" * 256, "0123456789"])
+def test_names_the_server_takes(name: str) -> None:
+    assert check_name(name) == name
+    assert TopicHandle(_NoClient(), name).name == name
+    assert Lock(_NoClient(), name).name == name
+
+
+@pytest.mark.parametrize("name", ["", "x" * 257, "bad topic", "bad name!", "ümlaut", "a\nb", "#", 5, None])
+def test_names_the_server_would_ignore_are_refused_before_sending(name: Any) -> None:
+    with pytest.raises(ConfigurationError, match="bad topic name"):
+        TopicHandle(_NoClient(), name)
+    with pytest.raises(ConfigurationError, match="bad lock name"):
+        Lock(_NoClient(), name)
+
+
+@pytest.mark.parametrize("ttl", [0, -1, 0.0001, "5", True, float("nan"), float("inf")])
+def test_bad_lock_ttls_are_refused(ttl: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        Lock(_NoClient(), "res", ttl=ttl)
+
+
+def test_counter_names_and_amounts_are_checked() -> None:
+    with pytest.raises(ConfigurationError):
+        CounterHandle(_NoClient(), "")
+    for bad in ("1", None, True, float("nan"), float("inf")):
+        with pytest.raises(ConfigurationError):
+            CounterHandle._amount(bad)
+
+
+def test_merging_takes_the_larger_total_per_actor_and_side() -> None:
+    state = CounterState("hits")
+    assert state.merge({"p": {"a": 3.0, "b": 1.0}, "n": {"a": 1.0}})
+    assert state.value == 3
+    assert not state.merge({"p": {"a": 2.0}, "n": {}})          # an older total changes nothing
+    assert state.merge({"p": {"b": 4}, "n": {"a": 1, "c": 0.5}})
+    assert state.value == 3 + 4 - 1 - 0.5
+
+
+def test_a_resent_state_never_counts_twice() -> None:
+    state = CounterState("hits")
+    state.add("me", 5)
+    state.add("me", -2)
+    wire = state.wire()
+    assert wire == {"p": {"me": 5}, "n": {"me": 2}}                 # cumulative totals, ints when whole
+    server = CounterState("hits")
+    for _ in range(3):                                              # the same sync three times
+        server.merge(wire)
+    assert server.value == 3 and isinstance(server.value, int)
+
+
+@pytest.mark.parametrize("bad", [None, [], {"p": []}, {"p": {"a": "1"}}, {"n": {"a": float("nan")}},
+                                 {"p": {"a": True}}])
+def test_a_malformed_server_state_is_a_protocol_error(bad: Any) -> None:
+    with pytest.raises(RemoteProtocolError):
+        CounterState("hits").merge(bad)
+
+
+# -- lock loss on routing changes, with fakes (no sockets) -------------------------------------
+
+class _Conn:
+    def __init__(self, node_id: str) -> None:
+        self.node_id, self.url, self.is_open, self.sent = node_id, f"ws://{node_id}", True, []
+
+    def send(self, msg: Any) -> None:
+        self.sent.append(msg)
+
+
+class _Provider:
+    def __init__(self, conn: _Conn) -> None:
+        self.route = conn
+
+    def connection_for_key(self, key: str) -> _Conn:
+        return self.route
+
+
+class _Requests:
+    def __init__(self, provider: _Provider) -> None:
+        from topgun.clock import FakeClock
+        self.provider, self.clock, self.closed, self.request_timeout = provider, FakeClock(), False, 1.0
+
+
+def _held_lock(conn: _Conn) -> Any:
+    from types import SimpleNamespace
+
+    from topgun.locks import LockRegistry
+    requests = _Requests(_Provider(conn))
+    spawned: list = []
+    registry = LockRegistry(requests, home=None, spawn=lambda fn, *a: spawned.append((fn, a)))  # type: ignore[arg-type]
+    client = SimpleNamespace(runtime=SimpleNamespace(locks=registry, clock=requests.clock))
+    lost: list = []
+    lock = Lock(client, "res", on_lost=lambda lk: lost.append(lk.lost_reason))
+    registry.claims["res"] = lock
+    lock._granted(conn, 7, 0.0)
+    return registry, requests.provider, lock, lost, spawned
+
+
+def test_a_map_moving_the_name_to_another_node_loses_the_lock_and_frees_it_there() -> None:
+    old = _Conn("n1")
+    registry, provider, lock, lost, spawned = _held_lock(old)
+    provider.route = _Conn("n1")                 # another connection to the same node: still held
+    registry.on_map_updated(2)
+    assert lock.locked() and not lock.lost
+    provider.route = _Conn("n2")                 # the name's partition moved to n2
+    registry.on_map_updated(3)
+    assert lock.lost and not lock.locked() and "moved" in (lock.lost_reason or "")
+    assert [type(m).__name__ for m in old.sent] == ["LockRelease"] and old.sent[0].fencing_token == 7
+    for fn, args in spawned:                     # the on_lost callback runs on a spawned greenlet
+        fn(*args)
+    assert lost == [lock.lost_reason]
+    assert "res" not in registry.claims
+
+
+def test_a_lost_connection_loses_the_locks_held_on_it_only() -> None:
+    conn = _Conn("n1")
+    registry, _, lock, _, _ = _held_lock(conn)
+    registry.on_disconnected(_Conn("n2"), None)
+    assert lock.locked()
+    registry.on_disconnected(conn, None)
+    assert lock.lost and "lost" in (lock.lost_reason or "")
