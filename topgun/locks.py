@@ -5,8 +5,9 @@ The wire is WIRE.md section 13. What the server gives, and what this module adds
 - **No wait queue.** A busy lock is refused at once (LOCK_RELEASED ``success: false``), so
   ``acquire(blocking=True, timeout=t)`` retries with jittered exponential back-off
   (:func:`topgun.retry.retrying`, waking early when the routing changes) until ``t`` runs out
-  and then returns False (or raises ``OperationTimeout`` if no server ever answered). No call blocks past its deadline: ``timeout=None`` means the
-  client's ``request_timeout``, never "for ever".
+  and then returns False (or raises ``OperationTimeout`` if no server ever answered). No call
+  blocks past its deadline: ``timeout=None`` means the client's ``request_timeout``, never
+  "for ever".
 - **Fencing tokens** (``lock.fencing_token``) grow by one per grant of a name on its node.
   They restart at 1 when the lock's node is replaced (the state is not replicated), so
   compare them only while ``lock.lost`` is False.
