@@ -124,7 +124,8 @@ class Node:
         self.subs = Subscriptions(node_id, tables, store, peers, max_queries=max_queries_per_connection)
         self.writer = Writer(node_id, tables, store, peers, publish=self.subs.publish,
                              interested=self.subs.interested, spawn=spawn, clock=clock)
-        self.sync = MerkleSync(node_id, tables, store, peers, now=self.hlc.now, gather=self.subs.gather)
+        self.sync = MerkleSync(node_id, tables, store, peers, now=self.hlc.now, gather=self.subs.gather,
+                               clock=clock)
         self.rebalancer = Rebalancer(node_id, tables, store, peers, spawn=spawn, clock=clock, adopt=self.adopt)
         self._wire_peers()
         self._handlers: Dict[str, Callable[[ClientConnection, Dict[str, Any]], None]] = {
