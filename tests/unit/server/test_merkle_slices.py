@@ -3,7 +3,8 @@
 ``MerkleSync.local_part`` builds one tree per partition the first time a map is synced; on a
 12,000-key map that is ~0.1 s of pure Python, which blocked the hub (tests/threads/test_hub_monitor.py
 caught it under tests/integration/test_put_all.py). It now calls ``clock.sleep(0)`` between
-partitions once it has computed for ``_SLICE_S``. A clock that moves a little on every reading
+partitions once ``_SLICE_S`` has passed since its last yield, in this request or earlier ones
+(a client's leaf walk is 4,096 cheap requests answered back to back). A clock that moves a little on every reading
 stands in for the time the work takes, so these tests are exact, not timed.
 """
 from __future__ import annotations
@@ -52,10 +53,10 @@ def test_a_long_aggregate_yields_between_partitions_and_gives_the_same_answer() 
     pids = list(range(271))
     still = BusyClock(step=0.0)                       # time never passes: no yield
     expected = merkle(filled_store(KEYS), still).local_part("m", pids, "")
-    busy = BusyClock(step=sync._SLICE_S / 4)          # a slice ends every few partitions
+    busy = BusyClock(step=sync._SLICE_S / 2)          # a slice ends every few clock readings
     got = merkle(filled_store(KEYS), busy).local_part("m", pids, "")
     assert still.sleeps == 0
-    assert busy.sleeps >= 271 // 5                    # yielded all along the way, not once at the end
+    assert busy.sleeps >= 271 // 8 // 3              # yielded all along the way, not once at the end
     assert got == expected and got["exists"] and len(got["children"]) == 16
     leaf = format(key_hash(KEYS[0]), "08x")[:3]                 # a 3-char path: leaf records
     assert merkle(filled_store(KEYS), busy).local_part("m", pids, leaf) == \
@@ -85,3 +86,12 @@ def test_writes_made_while_it_yields_keep_every_tree_exact() -> None:
     still = BusyClock(step=0.0)
     assert merkle(store, still).local_part("m", list(range(271)), "") == \
         merkle(rebuilt, still).local_part("m", list(range(271)), "")
+
+
+def test_many_short_requests_in_a_row_yield_too() -> None:
+    clock = BusyClock(step=sync._SLICE_S / 8)        # each request is far shorter than a slice
+    ms = merkle(filled_store(KEYS), clock)
+    leaf = format(key_hash(KEYS[0]), "08x")[:3]
+    for _ in range(100):                              # a leaf walk: one request after another, no wait between
+        ms.local_part("m", list(range(4)), leaf)
+    assert clock.sleeps >= 100 // 8 // 2
