@@ -37,8 +37,17 @@ def point_read(conn: Connection, map_name: str, key: str, timeout: float) -> Any
 def point_record(conn: Connection, map_name: str, key: str, timeout: float) -> Any:
     """The ``LWWRecord`` (value and the server's timestamp) stored under ``key``, or ``MISSING``."""
     paths = leaf_paths(key)
-    waiting = [(("merkle", map_name, p), conn.request_async(m.MerkleReqBucket(map_name, p))) for p in paths]
     deadline = conn.clock.monotonic() + timeout
+    # Replies carry only their path, so a request of the same path already in flight would
+    # share its reply with ours, and the server may have computed it before this read began
+    # (a value older than a write acknowledged meanwhile: a stale read). Let those finish first.
+    for p in paths:
+        earlier = conn.pending(("merkle", map_name, p))
+        if earlier is not None:
+            earlier.wait(max(0.0, deadline - conn.clock.monotonic()))
+            if not earlier.ready():
+                raise OperationTimeout(f"an earlier Merkle request for {p} to {conn.url} is still unanswered")
+    waiting = [(("merkle", map_name, p), conn.request_async(m.MerkleReqBucket(map_name, p))) for p in paths]
     try:
         for level in range(3):
             reply = _get(conn, waiting[level][1], deadline, paths[level])

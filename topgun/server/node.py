@@ -134,7 +134,8 @@ class Node:
         self.subs.also_interested.append(self.search.maps)
         self.writer = Writer(node_id, tables, store, peers, publish=self._publish,
                              interested=self.subs.interested, spawn=spawn, clock=clock)
-        self.sync = MerkleSync(node_id, tables, store, peers, now=self.hlc.now, gather=self.subs.gather)
+        self.sync = MerkleSync(node_id, tables, store, peers, now=self.hlc.now, gather=self.subs.gather,
+                               clock=clock)
         self.rebalancer = Rebalancer(node_id, tables, store, peers, spawn=spawn, clock=clock, adopt=self.adopt)
         # Topics, locks and counters are node-local, as on the real server (clients route them).
         self.topics, self.locks, self.counters = Topics(clock.now_ms), Locks(clock.monotonic), Counters()

@@ -203,6 +203,14 @@ class Connection:
             result = self._pending[key] = AsyncResult()
         return result
 
+    def pending(self, key: correlate.Key) -> Optional[AsyncResult]:
+        """The result a request already sent with ``key`` waits on, if one is in flight.
+
+        ``expect`` shares it with any later request of the same key, and its reply may have
+        been computed before that later request was made.
+        """
+        return self._pending.get(key)
+
     def forget(self, key: correlate.Key, result: Optional[AsyncResult] = None) -> None:
         if result is None or self._pending.get(key) is result:
             self._pending.pop(key, None)

@@ -95,12 +95,20 @@ class ChaosLoad:
 
     def finish(self, final_reader: Any = None) -> Summary:
         """Stop, let every write settle, read every key once more, and check the history."""
+        self.stop()
+        self.final_reads(final_reader)
+        return check(self.history)
+
+    def stop(self) -> None:
+        """Stop the load and wait (bounded) for every write in flight to settle."""
         self._stop.set()
         gevent.joinall(self._greenlets, timeout=self.timeout + 10.0)
+
+    def final_reads(self, final_reader: Any = None) -> None:
+        """Read every key once more (process ``final``), through ``final_reader`` if given."""
         reads = final_reader.map(self.reads.name) if final_reader is not None else self.reads
         for key in self.keys:
             self.history.call("final", "read", key, lambda: reads.get(key, timeout=10.0))
-        return check(self.history)
 
     def op_count(self) -> int:
         return len(self.history)

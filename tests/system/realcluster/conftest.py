@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "integration" / "cluster"))   # steadyload.py
+sys.path.insert(0, str(Path(__file__).parents[1] / "cluster"))                 # chaosload.py
 
 
 @pytest.fixture

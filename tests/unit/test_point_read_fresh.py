@@ -1,0 +1,109 @@
+"""A point read never returns a reply the server computed before the read began.
+
+Merkle replies carry only their path, and a connection shares one pending result among
+requests of the same path. Found by the real-cluster chaos test (a stale read of a key whose
+newer write had been acknowledged 9 ms earlier): two readers of one client read the same key,
+the first one's reply was computed before the write and arrived after the second read began,
+and both got it. Here a scripted server on a memory pair holds the first read's replies until
+the second read has been started, then delivers them first.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator, List
+
+import gevent
+import msgpack
+import pytest
+
+from topgun.engine.reads import leaf_paths, point_read
+from topgun.protocol import codec
+from topgun.protocol import messages as m
+from topgun.transport.connection import Connection
+from topgun.transport.memory import MemoryTransport, memory_pair
+
+pytestmark = pytest.mark.timeout(20)
+
+
+class HoldingServer:
+    """Answers PING and MERKLE_REQ_BUCKET from ``store`` as each request arrives; while ``holding``,
+    keeps the replies (computed then) until :meth:`release`."""
+
+    def __init__(self, transport: MemoryTransport) -> None:
+        self.transport = transport
+        self.store: Dict[str, Any] = {}
+        self.holding = False
+        self.held: List[bytes] = []
+        self.requests = 0
+
+    def serve(self) -> None:
+        while (data := self.transport.recv()) is not None:
+            msg = codec.decode(data)
+            if isinstance(msg, m.Ping):
+                self.transport.send(codec.encode(m.Pong(msg.timestamp, server_time=msg.timestamp)))
+            elif isinstance(msg, m.MerkleReqBucket):
+                self.requests += 1
+                reply = self.reply(msg.map_name, msg.path)
+                if self.holding:
+                    self.held.append(reply)
+                else:
+                    self.transport.send(reply)
+
+    def reply(self, map_name: str, path: str) -> bytes:
+        key = "k"
+        paths = leaf_paths(key)
+        if path != paths[3]:
+            nxt = paths[paths.index(path) + 1]
+            frame = {"type": "SYNC_RESP_BUCKETS", "payload": {"mapName": map_name, "path": path, "buckets": {nxt: 1}}}
+        else:
+            record = {"value": self.store[key], "timestamp": {"millis": 1, "counter": 0, "nodeId": "s"}, "ttlMs": None}
+            frame = {"type": "SYNC_RESP_LEAF", "payload": {"mapName": map_name, "path": path,
+                                                            "records": [{"key": key, "record": record}]}}
+        return msgpack.packb(frame, use_bin_type=True)
+
+    def release(self) -> None:
+        self.holding = False
+        held, self.held = self.held, []
+        for reply in held:
+            self.transport.send(reply)
+
+
+@pytest.fixture
+def served() -> Iterator[Any]:
+    greenlets: List[gevent.Greenlet] = []
+    servers: List[HoldingServer] = []
+
+    def factory(url: str, timeout: float) -> MemoryTransport:
+        client_end, server_end = memory_pair()
+        server = HoldingServer(server_end)
+        servers.append(server)
+        greenlets.append(gevent.spawn(server.serve))
+        return client_end
+
+    conn = Connection("ws://127.0.0.1:1/ws", transport_factory=factory, ping_interval=None).open()
+    yield conn, servers[0]
+    conn.close()
+    gevent.killall(greenlets, timeout=1.0)
+
+
+def test_a_read_begun_after_a_write_does_not_take_an_earlier_reads_reply(served: Any) -> None:
+    conn, server = served
+    server.store["k"], server.holding = "old", True
+    first = gevent.spawn(point_read, conn, "m", "k", 5.0)
+    gevent.idle()                                   # the first read has sent its four requests
+    assert len(server.held) == 4
+    server.store["k"] = "new"                       # a write, acknowledged before the second read begins
+    second = gevent.spawn(point_read, conn, "m", "k", 5.0)
+    gevent.idle()                                   # the second read has done all it can before any reply
+    server.release()                                # the first read's replies (computed before the write) arrive first
+    assert first.get(timeout=5.0) == "old"
+    assert second.get(timeout=5.0) == "new"
+    assert server.requests == 8                     # the second read asked for itself
+
+
+def test_reads_of_one_key_one_after_the_other_each_ask(served: Any) -> None:
+    conn, server = served
+    server.store["k"] = "v1"
+    assert point_read(conn, "m", "k", 5.0) == "v1"
+    server.store["k"] = "v2"
+    assert point_read(conn, "m", "k", 5.0) == "v2"
+    assert server.requests == 8
