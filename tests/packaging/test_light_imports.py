@@ -94,6 +94,14 @@ def test_a_command_whose_extra_is_missing_names_the_extra() -> None:
     assert "kv, watch, cluster, outbox, topics, lock, counter: pip install 'topgun[cli]'" in proc.stderr
 
 
+def test_help_without_the_cli_extra_names_it_on_one_line() -> None:
+    # argparse used to wrap the epilog, splitting "pip install\n'topgun[cli]'" once the list grew
+    proc = _cli_without(("ujson",), "--help")
+    assert proc.returncode == 0
+    assert "not installed: kv, watch, cluster, outbox, topics, lock, counter: pip install 'topgun[cli]'" \
+        in proc.stdout.splitlines()
+
+
 def test_topgun_server_without_the_server_extra_names_it() -> None:
     proc = _cli_without(("geventwebsocket",), "server")
     assert proc.returncode == 2

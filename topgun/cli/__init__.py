@@ -43,9 +43,10 @@ def _available(missing: Optional[Dict[str, List[str]]] = None) -> List[str]:
 def build_parser() -> argparse.ArgumentParser:
     missing: Dict[str, List[str]] = {}
     found = _available(missing)
-    epilog = "; ".join(f"{', '.join(names)}: {fix}" for fix, names in missing.items())
+    # One line per missing extra, kept as written (argparse would wrap the install command apart).
+    epilog = "\n".join(f"not installed: {', '.join(names)}: {fix}" for fix, names in missing.items())
     parser = argparse.ArgumentParser(prog="topgun", description="TopGun data grid command line",
-                                     epilog=f"not installed: {epilog}" if epilog else None)
+                                     epilog=epilog or None, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
