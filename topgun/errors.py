@@ -31,7 +31,7 @@ __all__ = [
     "TopGunError", "ConfigurationError", "ProtocolError", "LocalProtocolError",
     "RemoteProtocolError", "TransportError", "ConnectTimeout", "ConnectionLost", "TLSVerificationError",
     "OperationTimeout", "ServerError", "AuthError", "OpRejected", "ServerOverloaded",
-    "NotOwnerError", "ClusterUnavailable", "ClientClosed", "server_error",
+    "NotOwnerError", "ClusterUnavailable", "ClientClosed", "server_error", "refused", "timed_out",
 ]
 
 
@@ -160,3 +160,27 @@ def server_error(code: Any, message: str, details: Any = None) -> ServerError:
 def describe(exc: Optional[BaseException]) -> str:
     """One short line naming an exception, for logs."""
     return "none" if exc is None else f"{type(exc).__name__}: {exc}"
+
+
+def refused(exc: Optional[BaseException]) -> bool:
+    """True if ``exc`` was raised from a refused TCP connect (ECONNREFUSED: nothing listens there)."""
+    for _ in range(8):  # a short chain: ConnectionLost from ConnectionRefusedError, perhaps wrapped once more
+        if exc is None:
+            return False
+        if isinstance(exc, ConnectionRefusedError):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def timed_out(message: str, cause: Optional[BaseException]) -> OperationTimeout:
+    """An OperationTimeout that names and chains ``cause`` (the last connection error), if any.
+
+    Reads and writes both build theirs here, so a caller sees why nothing answered in the same
+    words either way.
+    """
+    if cause is None:
+        return OperationTimeout(message)
+    error = OperationTimeout(f"{message} (last error: {describe(cause)})")
+    error.__cause__ = cause
+    return error

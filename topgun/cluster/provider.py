@@ -2,7 +2,9 @@
 
 How it finds and follows the cluster:
 - *Discovery.* While no pooled connection is open (at start, and after every node was
-  lost) one greenlet connects to the seeds in turn with jittered back-off, asks for the
+  lost) one greenlet connects to the seeds in turn (the next seed at once; jittered back-off
+  once every seed failed; a waiting constructor gives up after ``REFUSED_ATTEMPTS`` rounds in
+  which every seed refused the TCP connect), asks for the
   PARTITION_MAP, and closes that seed connection once the pool is up. A seed that sends no
   map within ``map_wait`` (1 s) is a standalone server (TopGun 2.2.0 never answers then): it
   becomes one node owning every partition, so cluster mode works against one server too.
@@ -42,15 +44,17 @@ from tenacity import Retrying
 
 from ..clock import Clock
 from ..config import ClusterConfig, ReconnectPolicy, RetryPolicy
-from ..engine.provider import ProviderListener
+from ..engine.provider import REFUSED_ATTEMPTS, ProviderListener
 from ..errors import (
     AuthError,
     ClientClosed,
+    ConnectionLost,
     ConnectTimeout,
     RemoteProtocolError,
     TLSVerificationError,
     TopGunError,
     describe,
+    refused,
 )
 from ..protocol import messages as m
 from ..retry import VersionedEvent, backoff_delays, retrying
@@ -70,6 +74,17 @@ REFRESH_TIMEOUT_S = 1.0     # a map request without an answer by then no longer 
 # currentVersion 0: always answered, also by restarted nodes whose versions are lower than ours.
 _MAP_REQUEST = m.PartitionMapRequest(current_version=0)  # type: ignore[call-arg]
 POOL_GRACE_S = 5.0          # after discovery, how long the pool may take before seeds are tried again
+
+
+def _no_seed_error(failed: Dict[str, TopGunError]) -> TopGunError:
+    """One error naming every seed of a failed round; the last one's own error is its cause."""
+    last = list(failed.values())[-1]
+    if all(type(e) is type(last) for e in failed.values()) and isinstance(last, (AuthError, TLSVerificationError)):
+        return last  # the same refusal everywhere: the seed's own words say it best
+    error = ConnectionLost("no seed accepted a connection: " + "; ".join(f"{s}: {describe(e)}"
+                                                                          for s, e in failed.items()))
+    error.__cause__ = last
+    return error
 
 
 @dataclass(frozen=True)
@@ -192,10 +207,13 @@ class ClusterProvider:
     def _discover(self) -> None:
         seeds = list(self.config.seeds)
         delays = backoff_delays(self._policy, self._rng)
+        failed: Dict[str, TopGunError] = {}   # this round's seeds that failed, and how
+        refused_rounds = 0
         for attempt in itertools.count():
             if self._closed:
                 return
             if self._pool.open_connections():
+                failed.clear()
                 self._no_connections.wait()
                 continue
             seed = seeds[attempt % len(seeds)]
@@ -203,12 +221,24 @@ class ClusterProvider:
                 conn = self._connect(seed, on_message=self._on_seed_message, spawn=self._pool.spawn)
             except TopGunError as exc:
                 self.last_error = exc
+                failed[seed] = exc
                 if isinstance(exc, (AuthError, TLSVerificationError)):
                     self._refused.set()  # refused credentials: wait_ready returns now, not at its timeout
+                if len(failed) < len(seeds):
+                    log.info("seed %s unreachable (%s); trying the next seed", seed, describe(exc))
+                    continue    # the next seed at once: back off only once every seed failed
+                if len(seeds) > 1:
+                    self.last_error = _no_seed_error(failed)
+                refused_rounds = refused_rounds + 1 if all(refused(e) for e in failed.values()) else 0
+                if refused_rounds >= REFUSED_ATTEMPTS:
+                    self._refused.set()  # nothing listens at any seed: a waiting constructor fails now
+                failed.clear()
                 delay = next(delays)
-                log.info("seed %s unreachable (%s); next try in %.2fs", seed, describe(exc), delay)
+                log.info("no seed reachable (last: %s, %s); next round in %.2fs", seed, describe(exc), delay)
                 self._clock.sleep(delay)
                 continue
+            failed.clear()
+            refused_rounds = 0
             try:
                 self._bootstrap(conn, seed)
                 # Keep the seed connection until the pool is up: it may push the next map.

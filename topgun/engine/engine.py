@@ -44,6 +44,7 @@ from ..errors import (
     OperationTimeout,
     ServerOverloaded,
     TopGunError,
+    timed_out,
 )
 from ..protocol import codec, fastpath
 from ..protocol import messages as m
@@ -213,10 +214,8 @@ class WriteEngine:
     def _expire(self, w: PendingWrite) -> None:
         if not w.done:
             self.stats["timeouts"] += 1
-            cause = self.provider.last_error
-            hint = f" (last error: {cause})" if cause is not None and not self.provider.open_connections() else ""
-            w.finish(exc=OperationTimeout(
-                f"write {w.mk[0]}/{w.mk[1]!r} not acknowledged before its deadline{hint}"))
+            cause = None if self.provider.open_connections() else self.provider.last_error
+            w.finish(exc=timed_out(f"write {w.mk[0]}/{w.mk[1]!r} not acknowledged before its deadline", cause))
 
     def _flusher(self) -> None:
         while not self._closed:

@@ -9,7 +9,9 @@ partition map). A provider reports what it sees to one ``ProviderListener``;
 :class:`Listeners` fans that stream out to several (the write engine and the query registry).
 
 ``SingleServerProvider`` keeps one connection to one URL and reconnects with jittered
-exponential back-off, forever, until closed.
+exponential back-off, forever, until closed. ``wait_ready`` (the constructor's wait) gives
+up early when waiting cannot help: a refused token or certificate, or ``REFUSED_ATTEMPTS``
+connects in a row refused by the host (nothing listens on that port). Reconnecting goes on.
 
 Not in here: queues and acks (``engine.py``), running requests (``requests.py``), partition
 maps and pools (``topgun.cluster``).
@@ -26,14 +28,18 @@ from tenacity import Retrying
 
 from ..clock import Clock
 from ..config import ReconnectPolicy, RetryPolicy
-from ..errors import AuthError, ClientClosed, ConnectionLost, TLSVerificationError, TopGunError
+from ..errors import AuthError, ClientClosed, ConnectionLost, TLSVerificationError, TopGunError, refused
 from ..protocol import messages as m
 from ..retry import VersionedEvent, backoff_delays, retrying
 from ..transport.connection import Connection
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ProviderListener", "ConnectionProvider", "Listeners", "SingleServerProvider"]
+__all__ = ["ProviderListener", "ConnectionProvider", "Listeners", "SingleServerProvider", "REFUSED_ATTEMPTS"]
+
+#: Connects in a row refused by the host (ECONNREFUSED) after which a waiting constructor gives
+#: up: about 0.1 s of back-off, enough for a server that is just binding its port.
+REFUSED_ATTEMPTS = 3
 
 
 class ProviderListener(Protocol):
@@ -107,11 +113,19 @@ class Listeners:
 
 
 class SingleServerProvider:
-    """One server, one connection, reconnected for ever until ``close()``."""
+    """One server, one connection, reconnected for ever until ``close()``.
+
+    ``on_connected(url)`` and ``on_disconnected(url, exc)`` are called as the connection comes
+    up and goes (on the provider's greenlets; the caller guards them against raising).
+    """
 
     def __init__(self, url: str, *, clock: Clock, connect: Callable[..., Connection],
-                 reconnect: ReconnectPolicy, retry: Optional[RetryPolicy] = None) -> None:
+                 reconnect: ReconnectPolicy, retry: Optional[RetryPolicy] = None,
+                 on_connected: Optional[Callable[[str], None]] = None,
+                 on_disconnected: Optional[Callable[[str, Optional[BaseException]], None]] = None) -> None:
         self.url = url
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
         self._clock = clock
         self._connect = connect  # connect(url, on_message=..., on_closed=...) -> opened Connection
         self._policy = reconnect
@@ -122,7 +136,7 @@ class SingleServerProvider:
         self._group = Group()
         self._closed = False
         self._ready = Event()
-        self._auth_failed = Event()  # wakes wait_ready: a refused token is not worth waiting out
+        self._hopeless = Event()  # wakes wait_ready: a refused token or port is not worth waiting out
         self._lost = Event()
         self.last_error: Optional[BaseException] = None
         self.reconnects = 0
@@ -133,6 +147,7 @@ class SingleServerProvider:
 
     def _supervise(self) -> None:
         delays = backoff_delays(self._policy)
+        refusals = 0
         while not self._closed:
             try:
                 conn = self._connect(self.url, on_message=self._on_message, on_closed=self._on_closed)
@@ -141,13 +156,16 @@ class SingleServerProvider:
                 # provider (or a proxy's new certificate) may; keep trying at the slowest pace
                 # and let callers see the error.
                 self.last_error = exc
-                self._auth_failed.set()
+                self._hopeless.set()
                 log.warning("%s refused the connection: %s", self.url, exc)
                 self._routing.bump()
                 self._clock.sleep(self._policy.max_s)
                 continue
             except TopGunError as exc:
                 self.last_error = exc
+                refusals = refusals + 1 if refused(exc) else 0
+                if refusals >= REFUSED_ATTEMPTS:
+                    self._hopeless.set()  # nothing listens there: a waiting constructor fails now
                 delay = next(delays)
                 log.info("connect to %s failed (%s); retrying in %.2fs", self.url, exc, delay)
                 self._clock.sleep(delay)
@@ -155,14 +173,16 @@ class SingleServerProvider:
             if self._closed:
                 conn.close()
                 return
-            delays = backoff_delays(self._policy)
+            delays, refusals = backoff_delays(self._policy), 0
             self._conn, self.last_error = conn, None
-            self._auth_failed.clear()
+            self._hopeless.clear()
             self._lost.clear()
             self._ready.set()
             self._routing.bump()
             if self._listener:
                 self._listener.on_connected(conn)
+            if self._on_connected is not None:
+                self._on_connected(self.url)
             self._lost.wait()
             self.reconnects += 1
 
@@ -179,11 +199,14 @@ class SingleServerProvider:
         self._routing.bump()
         if self._listener:
             self._listener.on_disconnected(conn, exc)
+        if self._on_disconnected is not None and not self._closed:
+            self._on_disconnected(self.url, exc)
         self._lost.set()
 
     def wait_ready(self, timeout: float) -> bool:
-        """True once connected; False at the timeout or as soon as authentication fails."""
-        gevent.wait([self._ready, self._auth_failed], timeout=timeout, count=1)
+        """True once connected; False at the timeout, or as soon as the token, the certificate
+        or (``REFUSED_ATTEMPTS`` times in a row) the port is refused."""
+        gevent.wait([self._ready, self._hopeless], timeout=timeout, count=1)
         return self._ready.is_set()
 
     def connection_for_key(self, key: str) -> Connection:

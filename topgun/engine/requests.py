@@ -6,7 +6,9 @@ every attempt, so a retry follows the newest routing. Retries are the provider's
 ``retrying(deadline)`` (:func:`topgun.retry.retrying` in both providers): retryable errors are
 tried again, with back-off that ends early when routing changes, until the deadline. A
 deadline that passes without a usable answer raises ``OperationTimeout``; so does a transport
-error on the last attempt (the caller asked for an answer by then, not for a connection).
+error on the last attempt (the caller asked for an answer by then, not for a connection). Either
+way the last connection error is named in the message and chained (``__cause__``), as the
+write engine does for writes.
 
 Not in here: writes (``engine.py``: they are queued, batched and tracked per ack, never run
 as requests), the retry policy (``topgun.retry``), choosing connections (the provider).
@@ -17,7 +19,7 @@ import logging
 from typing import Any, Callable, Optional
 
 from ..clock import Clock
-from ..errors import ClientClosed, OperationTimeout, TransportError
+from ..errors import ClientClosed, TransportError, timed_out
 from ..protocol import messages as m
 from ..transport.connection import Connection
 from .provider import ConnectionProvider
@@ -68,15 +70,19 @@ class RequestRunner:
 
         def attempt() -> Any:
             remaining = deadline - self.clock.monotonic()
-            if remaining <= 0:
-                raise OperationTimeout(f"no answer within {timeout:.3g}s")
+            if remaining <= 0:  # the last back-off ran into the deadline: say what kept us waiting
+                raise timed_out(f"no answer within {timeout:.3g}s", self._cause())
             conn = provider.connection_for_key(key) if key is not None else provider.any_connection()
             return fn(conn, remaining)
 
         try:
             return provider.retrying(deadline)(attempt)
         except TransportError as exc:
-            raise OperationTimeout(f"no usable connection within {timeout:.3g}s: {exc}") from exc
+            raise timed_out(f"no answer within {timeout:.3g}s", exc) from exc
+
+    def _cause(self) -> Optional[BaseException]:
+        # The same rule as the write engine's: the provider's last error, while nothing is open.
+        return None if self.provider.open_connections() else self.provider.last_error
 
     def request(self, msg: m.Message, *, key: Optional[str] = None, timeout: Optional[float] = None) -> m.Message:
         """Send ``msg`` and return its reply (see :meth:`call`)."""
