@@ -97,7 +97,7 @@ class TopGunClient:
         # reach the client, or a client nobody references could never be collected (and warn).
         self._connect = _Connector(self.config, self.clock, transport_factory, ping_interval, self._sockets)
         self._runtime: Optional[Runtime] = None
-        self._finalizer: Optional[weakref.finalize] = None
+        self._finalizer: "Optional[weakref.finalize[Any, Any]]" = None
         self._closed = False
         self._start_pending = False
         self._starting = False

@@ -14,8 +14,9 @@ Serve ``wss://`` (for tests of TLS clients; the certificate must cover ``--host`
 
 Once listening (and part of the cluster's map) each node prints one flushed line
 ``READY <node-id> <ws-url>`` (with ``--host 0.0.0.0`` the URL names the machine's hostname, or
-127.0.0.1 if it does not resolve, and a note on stderr says so). SIGINT or SIGTERM stops every node and exits 0; so does EOF on
-``--parent-fd`` (how :class:`~topgun.server.process.ProcessCluster` makes nodes die with it).
+127.0.0.1 if it does not resolve, and a note on stderr says so). SIGINT or SIGTERM stops every
+node and exits 0; so does EOF on ``--parent-fd`` (how
+:class:`~topgun.server.process.ProcessCluster` makes nodes die with it).
 """
 from __future__ import annotations
 
