@@ -14,6 +14,11 @@ else a loop thread of its own; public blocking methods may be called from any th
 ``os.fork()`` the child drops its runtime whole and builds a new one on first use (the hooks
 are in :mod:`topgun.forking`; the reset is :meth:`TopGunClient._reset_in_child`).
 
+Nothing the running greenlets hold reaches the client (the providers get a ``_Connector`` and
+the connection-state callbacks, not bound methods), so a client nobody references is collected;
+one collected without ``close()`` emits a ``ResourceWarning`` and its runtime is closed on its
+home (``_release_unclosed``), which ends its loop thread and closes its sockets.
+
 Not in here: the wire, batching, retries, routing (``protocol``, ``engine``, ``retry``,
 ``cluster``); what a map can do (``maps``); live-query bookkeeping (``queries``).
 """
@@ -58,21 +63,28 @@ class TopGunClient:
 
     Args:
         url: one server, ``ws://host:port/ws`` (or ``wss://`` through a TLS proxy).
+        config: a whole :class:`topgun.ClientConfig`; the other keywords that are not None
+            override its fields (``dataclasses.replace``; ``url``/``cluster`` replace its endpoint).
         cluster: a :class:`topgun.ClusterConfig` for cluster mode (give url or cluster).
         token: a JWT string, or a callable returning one (called again on every
             (re)connect that needs authentication).
-        request_timeout: default deadline of each blocking call, in seconds.
-        connect_timeout: how long to wait for the first connection (and each handshake).
+        request_timeout: default deadline of each blocking call, in seconds (default 10).
+        connect_timeout: how long to wait for the first connection (and each handshake; default
+            5). A port that refuses the connection a few times in a row ends the wait at once.
         wait_connected: if True (default), the constructor raises when no connection is
             made within ``connect_timeout``; if False, it returns at once and writes queue
             until a connection comes up.
         thread_mode: ``"auto"`` (default), ``"direct"`` (greenlets on the creating thread's hub)
             or ``"loop"`` (on a daemon thread of the client's own); see :mod:`topgun.threads`.
+        on_connected, on_disconnected: ``on_connected(where)`` / ``on_disconnected(where, exc)``
+            as connections come and go; ``where`` is the URL (one server) or the node id
+            (cluster). Also assignable attributes.
         **options: the remaining :class:`topgun.config.ClientConfig` fields
             (write_concern, batch_size, max_in_flight, reconnect, retry, node_id, ssl_context: an
             ``ssl.SSLContext`` for ``wss://``, default verification with the system trust store).
 
     Raises:
+        TypeError: an unknown keyword (the message suggests the closest option).
         ConfigurationError: bad arguments.
         AuthError, TLSVerificationError, ConnectTimeout, ConnectionLost: with ``wait_connected``,
             no connection.
@@ -244,11 +256,9 @@ class TopGunClient:
         or dropped by a fork.
 
         Raises:
-            ClientClosed: the client is closed.
+            ClientClosed: the client was closed before it ever started.
         """
         runtime = self._runtime
-        if self._closed:
-            raise ClientClosed("the client is closed")
         if runtime is None or self._start_pending:
             return self._start_on_first_use()
         return runtime

@@ -335,8 +335,8 @@ class Home:
     def _marshal(self, fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any],
                  timeout: Optional[float], what: str) -> Any:
         if not self.alive:
-            raise ClientClosed(f"the client is closed; {what} was not run (its home, thread "
-                               f"{self.thread_name}, has stopped)")
+            # Its home stops when the client is closed (or collected unclosed): say so in those words.
+            raise ClientClosed(f"the client is closed; {what} was not run")
         call = _Call(fn, args, kwargs)
         waiter = _waiter_for_caller()
         try:
