@@ -14,15 +14,26 @@ else a loop thread of its own; public blocking methods may be called from any th
 ``os.fork()`` the child drops its runtime whole and builds a new one on first use (the hooks
 are in :mod:`topgun.forking`; the reset is :meth:`TopGunClient._reset_in_child`).
 
+Nothing the running greenlets hold reaches the client (the providers get a ``_Connector`` and
+the connection-state callbacks, not bound methods), so a client nobody references is collected;
+one collected without ``close()`` emits a ``ResourceWarning`` and its runtime is closed on its
+home (``_release_unclosed``), which ends its loop thread and closes its sockets.
+
 Not in here: the wire, batching, retries, routing (``protocol``, ``engine``, ``retry``,
 ``cluster``); what a map can do (``maps``); live-query bookkeeping (``queries``).
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import inspect
 import logging
 import os
 import uuid
+import warnings
+import weakref
 from typing import Any, Callable, Dict, List, Optional
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import gevent
 
@@ -31,7 +42,7 @@ from .clock import Clock, GeventClock
 from .config import ClientConfig, ClusterConfig
 from .counters import CounterHandle
 from .engine.provider import ConnectionProvider, SingleServerProvider
-from .errors import ClientClosed, ConnectTimeout, TopGunError, cause_of
+from .errors import ClientClosed, ConfigurationError, ConnectTimeout, TopGunError, cause_of
 from .locks import Lock
 from .maps import MapHandle
 from .metrics import guarded
@@ -59,16 +70,22 @@ class TopGunClient:
 
     Args:
         url: one server, ``ws://host:port/ws`` (or ``wss://`` through a TLS proxy).
+        config: a whole :class:`topgun.ClientConfig`; the other keywords that are not None
+            override its fields (``dataclasses.replace``; ``url``/``cluster`` replace its endpoint).
         cluster: a :class:`topgun.ClusterConfig` for cluster mode (give url or cluster).
         token: a JWT string, or a callable returning one (called again on every
             (re)connect that needs authentication).
-        request_timeout: default deadline of each blocking call, in seconds.
-        connect_timeout: how long to wait for the first connection (and each handshake).
+        request_timeout: default deadline of each blocking call, in seconds (default 10).
+        connect_timeout: how long to wait for the first connection (and each handshake; default
+            5). A port that refuses the connection a few times in a row ends the wait at once.
         wait_connected: if True (default), the constructor raises when no connection is
             made within ``connect_timeout``; if False, it returns at once and writes queue
             until a connection comes up.
         thread_mode: ``"auto"`` (default), ``"direct"`` (greenlets on the creating thread's hub)
             or ``"loop"`` (on a daemon thread of the client's own); see :mod:`topgun.threads`.
+        on_connected, on_disconnected: ``on_connected(where)`` / ``on_disconnected(where, exc)``
+            as connections come and go; ``where`` is the URL (one server) or the node id
+            (cluster). Also assignable attributes.
         **options: the remaining :class:`topgun.config.ClientConfig` fields
             (write_concern, batch_size, max_in_flight, reconnect, retry, node_id, ssl_context: an
             ``ssl.SSLContext`` for ``wss://``, default verification with the system trust store;
@@ -77,29 +94,37 @@ class TopGunClient:
             see :mod:`topgun.storage.outbox`), metrics: a :class:`topgun.metrics.Metrics` sink).
 
     Raises:
+        TypeError: an unknown keyword (the message suggests the closest option).
         ConfigurationError: bad arguments.
         StorageLocked: the ``storage=`` file is in use by another client.
         AuthError, TLSVerificationError, ConnectTimeout, ConnectionLost: with ``wait_connected``,
             no connection.
     """
 
-    def __init__(self, url: Optional[str] = None, *, cluster: Optional[ClusterConfig] = None,
-                 token: Any = None, request_timeout: float = 10.0, connect_timeout: float = 5.0,
+    def __init__(self, url: Optional[str] = None, *, config: Optional[ClientConfig] = None,
+                 cluster: Optional[ClusterConfig] = None, token: Any = None,
+                 request_timeout: Optional[float] = None, connect_timeout: Optional[float] = None,
                  wait_connected: bool = True, clock: Optional[Clock] = None,
                  transport_factory: Optional[TransportFactory] = None, ping_interval: Optional[float] = 5.0,
-                 thread_mode: str = "auto", **options: Any) -> None:
-        self.config = ClientConfig(url=url, cluster=cluster, token=token, request_timeout=request_timeout,
-                                   connect_timeout=connect_timeout, **options)
+                 thread_mode: str = "auto", on_connected: Optional[Callable[[str], None]] = None,
+                 on_disconnected: Optional[Callable[[str, Optional[BaseException]], None]] = None,
+                 **options: Any) -> None:
+        self.config = _client_config(config, dict(url=url, cluster=cluster, token=token,
+                                                  request_timeout=request_timeout,
+                                                  connect_timeout=connect_timeout, **options))
         self.clock = clock or GeventClock()
         self.node_id = self.config.node_id or "py-" + uuid.uuid4().hex[:12]
-        self._transport_factory = transport_factory
-        self._ping_interval = ping_interval
+        self._events = _ConnectionEvents(on_connected, on_disconnected)
+        self._sockets = forking.SocketTracker()
+        # The providers get this, not a bound method: nothing the running greenlets hold may
+        # reach the client, or a client nobody references could never be collected (and warn).
+        self._connect = _Connector(self.config, self.clock, transport_factory, ping_interval, self._sockets)
         self._runtime: Optional[Runtime] = None
+        self._finalizer: "Optional[weakref.finalize[Any, Any]]" = None
         self._closed = False
         self._start_pending = False
         self._starting = False
         self._start_lock = threads.allocate_lock()
-        self._sockets = forking.SocketTracker()
         self.cluster: Any = None
         self._thread_mode = thread_mode
         self._seams = clock is not None or transport_factory is not None
@@ -119,6 +144,44 @@ class TopGunClient:
         except BaseException:
             home.close()
             raise
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> "TopGunClient":
+        """A client for one ``ws://`` or ``wss://`` URL, with common options in its query string.
+
+        ``TopGunClient.from_url("ws://db:8080/ws?request_timeout=3&connect_timeout=1")``. The
+        query parameters understood are ``request_timeout`` and ``connect_timeout`` (seconds),
+        ``write_concern`` and ``cluster`` (``1``/``true``: cluster mode with the URL as its seed);
+        they are removed from the URL before connecting. Any other parameter is a
+        :class:`~topgun.errors.ConfigurationError` (a URL whose server needs a query string
+        goes to ``TopGunClient(url=...)`` as it is). Keyword arguments win over the query string
+        and go to the constructor.
+
+        Raises:
+            ConfigurationError: not a ws:// or wss:// URL, an unknown or malformed parameter.
+        """
+        if not isinstance(url, str):
+            raise ConfigurationError(f"from_url() needs a ws:// URL as a str, got {type(url).__name__}")
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https"):
+            raise ConfigurationError(f"{url!r} is an HTTP URL; TopGun speaks WebSocket: "
+                                     f"ws{parts.scheme[4:]}://{parts.netloc}{parts.path or '/ws'}")
+        from_query: Dict[str, Any] = {}
+        for name, raw in parse_qsl(parts.query, keep_blank_values=True):
+            convert = _URL_OPTIONS.get(name)
+            if convert is None:
+                hint = difflib.get_close_matches(name, _URL_OPTIONS, n=1)
+                raise ConfigurationError(
+                    f"from_url(): unknown query parameter {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+                    + f" (understood: {', '.join(sorted(_URL_OPTIONS))})")
+            if name in from_query:
+                raise ConfigurationError(f"from_url(): query parameter {name!r} is given twice")
+            from_query[name] = convert(name, raw)
+        plain = urlunsplit((parts.scheme, parts.netloc, parts.path, "", parts.fragment))
+        merged = {**from_query, **options}
+        if merged.pop("cluster", False):
+            return cls(cluster=ClusterConfig(seeds=[plain]), **merged)
+        return cls(plain, **merged)
 
     @classmethod
     def from_env(cls, *, url: Optional[str] = None, seeds: Optional[List[str]] = None, token: Any = None,
@@ -150,6 +213,9 @@ class TopGunClient:
             write_concern=config.effective_write_concern, batch_size=config.batch_size,
             max_in_flight=config.max_in_flight, request_timeout=config.request_timeout, storage=config.storage,
             metrics=metrics)
+        # Collected without close(): release the runtime (thread, sockets) and say so.
+        self._finalizer = weakref.finalize(self, _release_unclosed, runtime, f"<TopGunClient {self._where()}>")
+        self._finalizer.atexit = False  # at exit, forking closes loop-mode clients; no warning then
         runtime.start()
         if wait_connected and not runtime.wait_ready(config.connect_timeout):
             error = runtime.last_error
@@ -160,34 +226,43 @@ class TopGunClient:
                                  f"within {self.config.connect_timeout:.3g}s") from cause_of(error)
 
     def _make_provider(self, metrics: Any = None) -> ConnectionProvider:
+        events = self._events
         refusals = AuthRefusals.for_token(self.config.token)
         if self.config.cluster is None:
             assert self.config.url is not None
             return SingleServerProvider(self.config.url, clock=self.clock, connect=self._connect,
                                         reconnect=self.config.reconnect, retry=self.config.effective_retry,
-                                        refusals=refusals, metrics=metrics)
+                                        refusals=refusals, metrics=metrics,
+                                        on_connected=events.connected, on_disconnected=events.disconnected)
         from .cluster.provider import ClusterProvider
         self.cluster = ClusterProvider(self.config.cluster, clock=self.clock, connect=self._connect,
                                        reconnect=self.config.reconnect, retry=self.config.effective_retry,
-                                       auth_attempts=refusals.limit, metrics=metrics)
+                                       auth_attempts=refusals.limit, metrics=metrics,
+                                       on_node_connected=events.connected, on_node_lost=events.disconnected)
         return self.cluster  # type: ignore[no-any-return]
 
-    def _connect(self, url: str, *, node_id: Optional[str] = None,
-                 on_message: Optional[Callable[[Connection, m.Message], None]] = None,
-                 on_closed: Optional[Callable[[Connection, Optional[BaseException]], None]] = None,
-                 spawn: Optional[Callable[..., gevent.Greenlet]] = None) -> Connection:
-        """Open one handshaken connection (used by the providers)."""
-        conn = Connection(url, clock=self.clock, token=self.config.token,
-                          connect_timeout=self.config.connect_timeout, node_id=node_id,
-                          on_message=on_message, on_closed=on_closed, spawn=spawn or gevent.spawn,
-                          transport_factory=self._transport_factory or self._tracked_websocket,
-                          ping_interval=self._ping_interval)
-        return conn.open()
+    @property
+    def on_connected(self) -> Optional[Callable[[str], None]]:
+        """Called with the URL (one server) or node id (cluster) each time a connection comes up.
 
-    def _tracked_websocket(self, url: str, timeout: float) -> Any:
-        # Remember the sockets, so that a forked child can detach them (topgun.forking).
-        return WebSocketTransport.connect(url, timeout, socket_module=self._sockets,
-                                          ssl_context=self.config.ssl_context)
+        Assignable. Runs on the client's hub: keep it quick, and do not call the client from it.
+        In cluster mode it is the provider's ``on_node_connected`` (once per node, not per pooled
+        connection); setting ``client.cluster.on_node_connected`` replaces it.
+        """
+        return self._events.on_connected
+
+    @on_connected.setter
+    def on_connected(self, fn: Optional[Callable[[str], None]]) -> None:
+        self._events.on_connected = fn
+
+    @property
+    def on_disconnected(self) -> Optional[Callable[[str, Optional[BaseException]], None]]:
+        """Called with (URL or node id, the error or None) each time a connection is lost. Assignable."""
+        return self._events.on_disconnected
+
+    @on_disconnected.setter
+    def on_disconnected(self, fn: Optional[Callable[[str, Optional[BaseException]], None]]) -> None:
+        self._events.on_disconnected = fn
 
     @property
     def runtime(self) -> Runtime:
@@ -278,6 +353,9 @@ class TopGunClient:
 
     @property
     def connected(self) -> bool:
+        """True while at least one connection is open (False once closed)."""
+        if self._closed:
+            return False
         # in a forked child, looking counts as first use
         return bool(self.runtime.provider.open_connections())
 
@@ -291,6 +369,8 @@ class TopGunClient:
         """Unsubscribe live queries, fail queued writes with ClientClosed, close connections."""
         if self._closed:
             return
+        if self._finalizer is not None:
+            self._finalizer.detach()  # closed on purpose: nothing to warn about
         if self._starting:  # another thread is starting it on first use: close what it starts
             threads.wait_until(lambda: not self._starting, self.config.connect_timeout + threads.GRACE_S)
         if self._start_pending:  # never started here (deferred, or dropped by a fork): nothing to close
@@ -310,6 +390,8 @@ class TopGunClient:
         if self._closed:
             return
         self._closed = True
+        if self._finalizer is not None:
+            self._finalizer.detach()
         if self._runtime is not None:
             self._runtime.close()
 
@@ -345,6 +427,8 @@ class TopGunClient:
         if self._closed or self._start_pending or runtime is None:
             return
         self._runtime, self._start_pending = None, True
+        if self._finalizer is not None:
+            self._finalizer.detach()  # the parent's runtime is buried here, never released
         subs = runtime.queries.drop()  # the parent keeps its subscriptions; these never deliver
         runtime.drop_storage()  # the parent keeps its storage file; the copy is never closed here
         forking.bury(runtime, self.cluster, subs)
@@ -363,9 +447,127 @@ class TopGunClient:
         if runtime is not None and runtime.home.mode == "loop" and not self._closed and not self._start_pending:
             self.close()
 
+    def _where(self) -> str:
+        return f"cluster {list(self.config.cluster.seeds)}" if self.config.cluster else str(self.config.url)
+
     def __repr__(self) -> str:
-        mode = f"cluster {list(self.config.cluster.seeds)}" if self.config.cluster else self.config.url
+        mode = self._where()
         if self._closed or self._start_pending:  # (never start the client just to print it)
             return f"<TopGunClient {mode} {'closed' if self._closed else 'not started'}>"
         state = "connected" if self.connected else "connecting"
         return f"<TopGunClient {mode} {state} pending={self.pending_writes}>"
+
+
+# ---------------------------------------------------------------------------- helpers of the client
+
+_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(ClientConfig))
+
+
+def _client_config(config: Optional[ClientConfig], keywords: Dict[str, Any]) -> ClientConfig:
+    """The client's frozen config: ``config`` (or the defaults) with the keywords that are not None.
+
+    An unknown keyword is a ``TypeError`` naming ``TopGunClient()`` and the closest option, not
+    the dataclass's own ``ClientConfig.__init__`` message.
+    """
+    for name in keywords:
+        if name not in _CONFIG_FIELDS:
+            known = sorted(_CONFIG_FIELDS | set(inspect.signature(TopGunClient.__init__).parameters) - {"self",
+                                                                                                    "options"})
+            hint = difflib.get_close_matches(name, known, n=1)
+            raise TypeError(f"TopGunClient() got an unexpected keyword argument {name!r}"
+                            + (f"; did you mean {hint[0]!r}?" if hint else ""))
+    given = {name: value for name, value in keywords.items() if value is not None}
+    if config is None:
+        return ClientConfig(**given)
+    if not isinstance(config, ClientConfig):
+        raise ConfigurationError(f"config= must be a topgun.ClientConfig, got {type(config).__name__}")
+    # A keyword endpoint replaces the config's, whichever mode that was in.
+    if "url" in given:
+        given.setdefault("cluster", None)
+    elif "cluster" in given:
+        given.setdefault("url", None)
+    return dataclasses.replace(config, **given) if given else config
+
+
+def _seconds(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"from_url(): {name}={raw!r} is not a number of seconds") from None
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("1", "true", "yes", "0", "false", "no", ""):
+        raise ConfigurationError(f"from_url(): {name}={raw!r} is not 1/0/true/false")
+    return value in ("1", "true", "yes")
+
+
+_URL_OPTIONS: Dict[str, Callable[[str, str], Any]] = {
+    "request_timeout": _seconds, "connect_timeout": _seconds,
+    "write_concern": lambda name, raw: raw.upper(), "cluster": _flag,
+}
+
+
+class _ConnectionEvents:
+    """The client's ``on_connected``/``on_disconnected``, called by the provider (errors logged)."""
+
+    def __init__(self, on_connected: Optional[Callable[[str], None]],
+                 on_disconnected: Optional[Callable[[str, Optional[BaseException]], None]]) -> None:
+        self.on_connected = on_connected
+        self.on_disconnected = on_disconnected
+
+    def connected(self, where: str) -> None:
+        fn = self.on_connected
+        if fn is not None:
+            try:
+                fn(where)
+            except Exception:  # user code must not break reconnecting
+                log.exception("on_connected callback %r failed", fn)
+
+    def disconnected(self, where: str, exc: Optional[BaseException]) -> None:
+        fn = self.on_disconnected
+        if fn is not None:
+            try:
+                fn(where, exc)
+            except Exception:
+                log.exception("on_disconnected callback %r failed", fn)
+
+
+class _Connector:
+    """Opens one handshaken connection for the providers (``connect(url, ...) -> Connection``)."""
+
+    def __init__(self, config: ClientConfig, clock: Clock, transport_factory: Optional[TransportFactory],
+                 ping_interval: Optional[float], sockets: forking.SocketTracker) -> None:
+        self.config, self.clock, self.ping_interval, self.sockets = config, clock, ping_interval, sockets
+        self.transport_factory = transport_factory or self._tracked_websocket
+
+    def __call__(self, url: str, *, node_id: Optional[str] = None,
+                 on_message: Optional[Callable[[Connection, m.Message], None]] = None,
+                 on_closed: Optional[Callable[[Connection, Optional[BaseException]], None]] = None,
+                 spawn: Optional[Callable[..., gevent.Greenlet]] = None) -> Connection:
+        conn = Connection(url, clock=self.clock, token=self.config.token,
+                          connect_timeout=self.config.connect_timeout, node_id=node_id,
+                          on_message=on_message, on_closed=on_closed, spawn=spawn or gevent.spawn,
+                          transport_factory=self.transport_factory, ping_interval=self.ping_interval)
+        return conn.open()
+
+    def _tracked_websocket(self, url: str, timeout: float) -> Any:
+        # Remember the sockets, so that a forked child can detach them (topgun.forking).
+        return WebSocketTransport.connect(url, timeout, socket_module=self.sockets,
+                                          ssl_context=self.config.ssl_context)
+
+    def __repr__(self) -> str:
+        return f"<Connector {', '.join(self.config.endpoints)}>"
+
+
+def _release_unclosed(runtime: Runtime, what: str) -> None:
+    """A client was collected without ``close()``: close its runtime on its home, then warn.
+
+    Runs wherever the garbage collector runs, so it never blocks: the close is handed to the
+    home's hub, and a loop thread stops once it is done.
+    """
+    runtime.home.release(runtime.close)
+    warnings.warn(f"{what} was never closed; its connections and thread are being released now "
+                  "(call client.close() or use 'with TopGunClient(...) as client:')", ResourceWarning,
+                  stacklevel=2)

@@ -15,7 +15,7 @@ from .errors import ConfigurationError
 from .protocol.fastpath import WRITE_CONCERNS
 from .storage import parse_storage
 
-__all__ = ["RetryPolicy", "ReconnectPolicy", "ClusterConfig", "ClientConfig", "check_url",
+__all__ = ["RetryPolicy", "ReconnectPolicy", "ClusterConfig", "ClientConfig", "check_url", "check_timeout",
            "WRITE_CONCERNS"]
 
 TokenSource = Union[None, str, Callable[[], Optional[str]]]
@@ -43,6 +43,16 @@ def _positive(name: str, value: float) -> None:
     if (not isinstance(value, (int, float)) or isinstance(value, bool) or value != value
             or value <= 0 or value == float("inf")):
         raise ConfigurationError(f"{name} must be a positive, finite number, got {value!r}")
+
+
+def check_timeout(timeout: object, what: str = "timeout") -> None:
+    """A per-call ``timeout=``: None (the default) or a positive, finite number of seconds.
+
+    Raises:
+        ConfigurationError: 0, a negative number, NaN, infinity, a bool or a str.
+    """
+    if timeout is not None:
+        _positive(what, timeout)  # type: ignore[arg-type]
 
 
 def _count(name: str, value: object) -> None:

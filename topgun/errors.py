@@ -36,6 +36,7 @@ __all__ = [
     "RemoteProtocolError", "TransportError", "ConnectTimeout", "ConnectionLost", "TLSVerificationError",
     "OperationTimeout", "ServerError", "AuthError", "TokenProviderError", "OpRejected", "ServerOverloaded",
     "NotOwnerError", "ClusterUnavailable", "ClientClosed", "LockNotHeld", "LockLost", "server_error", "cause_of",
+    "refused", "timed_out",
 ]
 
 
@@ -203,3 +204,27 @@ def cause_of(exc: Optional[BaseException]) -> Optional[BaseException]:
 def describe(exc: Optional[BaseException]) -> str:
     """One short line naming an exception, for logs."""
     return "none" if exc is None else f"{type(exc).__name__}: {exc}"
+
+
+def refused(exc: Optional[BaseException]) -> bool:
+    """True if ``exc`` was raised from a refused TCP connect (ECONNREFUSED: nothing listens there)."""
+    for _ in range(8):  # a short chain: ConnectionLost from ConnectionRefusedError, perhaps wrapped once more
+        if exc is None:
+            return False
+        if isinstance(exc, ConnectionRefusedError):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def timed_out(message: str, cause: Optional[BaseException]) -> OperationTimeout:
+    """An OperationTimeout that names and chains ``cause`` (the last connection error), if any.
+
+    Reads and writes both build theirs here, so a caller sees why nothing answered in the same
+    words either way.
+    """
+    if cause is None:
+        return OperationTimeout(message)
+    error = OperationTimeout(f"{message} (last error: {describe(cause)})")
+    error.__cause__ = cause_of(cause)  # a token callable's own exception, if that was it
+    return error

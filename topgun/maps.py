@@ -235,6 +235,21 @@ class MapHandle:
     def __contains__(self, key: str) -> bool:
         return self.get(key, MISSING) is not MISSING
 
+    def __getitem__(self, key: str) -> Any:
+        """``m[key]``: like :meth:`get`, but a missing key raises ``KeyError``."""
+        value = self.get(key, MISSING)
+        if value is MISSING:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        """``m[key] = value``: :meth:`set` (waits for the acknowledgement)."""
+        self.set(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        """``del m[key]``: :meth:`remove`. Unlike a dict, a missing key is no error (no read is made)."""
+        self.remove(key)
+
     @threads.blocking()
     def query(self, *, where: Optional[Dict[str, Any]] = None, predicate: Optional[Dict[str, Any]] = None,
               sort: Optional[Dict[str, str]] = None, limit: Optional[int] = None,

@@ -46,6 +46,7 @@ import gevent.event
 from gevent import monkey
 from gevent._hub_local import get_hub_if_exists
 
+from .config import check_timeout
 from .errors import ClientClosed, ConfigurationError, OperationTimeout
 
 log = logging.getLogger(__name__)
@@ -334,7 +335,8 @@ class Home:
     def _marshal(self, fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any],
                  timeout: Optional[float], what: str) -> Any:
         if not self.alive:
-            raise ClientClosed(f"the client's home ({self.thread_name}) is gone; {what} was not run")
+            # Its home stops when the client is closed (or collected unclosed): say so in those words.
+            raise ClientClosed(f"the client is closed; {what} was not run")
         call = _Call(fn, args, kwargs)
         waiter = _waiter_for_caller()
         try:
@@ -347,7 +349,8 @@ class Home:
                 if greenlet is not None and self.alive:
                     self.hub.loop.run_callback_threadsafe(lambda: greenlet.kill(block=False))
                 if not self.alive:
-                    raise ClientClosed(f"the client's home ({self.thread_name}) stopped during {what}")
+                    raise ClientClosed(f"the client is closed: its home (thread {self.thread_name}) "
+                                       f"stopped during {what}")
                 raise OperationTimeout(
                     f"{what} did not finish on the client's hub (thread {self.thread_name}) within "
                     f"{timeout:.3g}s; that thread is blocked or not running its gevent hub "
@@ -382,6 +385,31 @@ class Home:
         self.closed = True
         if self.loop_thread is not None:
             self.loop_thread.stop(timeout)
+
+    def release(self, close: Callable[[], None]) -> None:
+        """Run ``close()`` on the home soon, then stop its loop thread; never blocks.
+
+        For a client collected without ``close()`` (a finalizer may run on any thread, the
+        home's own included, in the middle of anything): the work is handed to the hub.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        loop_thread = self.loop_thread
+
+        def run() -> None:
+            try:
+                close()
+            except Exception:
+                log.debug("releasing an unclosed client failed", exc_info=True)
+            finally:
+                if loop_thread is not None:
+                    loop_thread.stop()  # on its own thread: asks it to stop, no join
+
+        try:
+            self.hub.loop.run_callback_threadsafe(lambda: gevent.spawn(run))
+        except Exception:  # the hub is gone already: nothing left to release on it
+            log.debug("the home of an unclosed client was already gone", exc_info=True)
 
     def abandon(self) -> None:
         """After fork: the home's thread does not exist in this process; never touch it again."""
@@ -429,21 +457,26 @@ def blocking(wait: Any = "timeout", *, none_waits_forever: bool = False,
     (if that is None: the client's ``request_timeout``, or no limit with ``none_waits_forever``),
     a number is a fixed budget, None waits as long as the home lives.
     An ``AsyncResult`` returned to another thread becomes a :class:`ThreadFuture`.
+    A ``timeout`` argument other than None that is not a positive, finite number raises
+    :class:`~topgun.errors.ConfigurationError` before anything runs.
     """
     def decorate(method: F) -> F:
         params = list(inspect.signature(method).parameters)
-        position = params.index("timeout") - 1 if wait == "timeout" and "timeout" in params else None
+        position = params.index("timeout") - 1 if "timeout" in params else None
 
         @functools.wraps(method)
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            timeout = kwargs.get("timeout")
+            if timeout is None and position is not None and len(args) > position:
+                timeout = args[position]
+            # Checked here, once for every public method: a bad timeout is the caller's mistake
+            # (ConfigurationError), not a deadline that passed (OperationTimeout).
+            check_timeout(timeout)
             hosted = host(self)
             home = hosted.home
             if home.is_current():
                 return method(self, *args, **kwargs)
             if wait == "timeout":
-                timeout = kwargs.get("timeout")
-                if timeout is None and position is not None and len(args) > position:
-                    timeout = args[position]
                 if timeout is None:
                     budget: Optional[float] = None if none_waits_forever else hosted.request_timeout + GRACE_S
                 else:

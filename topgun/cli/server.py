@@ -43,7 +43,9 @@ def register(subparsers: Any) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nodes", type=int, default=1, help="nodes to run in this process (default 1)")
     p.add_argument("--port", type=int, default=0, help="port of the first node, then +1 ...; 0: any (default)")
-    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="listen address (default 127.0.0.1); 0.0.0.0 listens on every interface and "
+                        "announces this machine's hostname (127.0.0.1 if it does not resolve)")
     p.add_argument("--node-id", help="id of the (first) node; default n1..nN")
     p.add_argument("--seeds", help="comma-separated ws URLs of a cluster to join")
     p.add_argument("--jwt-secret", help="require HS256 JWTs signed with this secret")

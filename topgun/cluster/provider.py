@@ -2,8 +2,10 @@
 
 How it finds and follows the cluster:
 - *Discovery.* While no pooled connection is open (at start, and after every node was
-  lost) one greenlet connects to the seeds in turn with jittered back-off (whatever an
-  attempt raises, a token callable's ``TokenProviderError`` included), asks for the
+  lost) one greenlet connects to the seeds in turn (the next seed at once; jittered back-off
+  once every seed failed; a waiting constructor gives up after ``REFUSED_ATTEMPTS`` rounds in
+  which every seed refused the TCP connect; whatever an attempt raises, a token callable's
+  ``TokenProviderError`` included, is backed off, never the end of discovery), asks for the
   PARTITION_MAP, and closes that seed connection once the pool is up. A seed that sends no
   map within ``map_wait`` (1 s) is a standalone server (TopGun 2.2.0 never answers then): it
   becomes one node owning every partition, so cluster mode works against one server too.
@@ -43,16 +45,18 @@ from tenacity import Retrying
 
 from ..clock import Clock
 from ..config import ClusterConfig, ReconnectPolicy, RetryPolicy
-from ..engine.provider import ProviderListener
+from ..engine.provider import REFUSED_ATTEMPTS, ProviderListener
 from ..errors import (
     AuthError,
     ClientClosed,
+    ConnectionLost,
     ConnectTimeout,
     RemoteProtocolError,
     TLSVerificationError,
     TokenProviderError,
     TopGunError,
     describe,
+    refused,
 )
 from ..metrics import Metrics
 from ..protocol import messages as m
@@ -73,6 +77,17 @@ REFRESH_TIMEOUT_S = 1.0     # a map request without an answer by then no longer 
 # currentVersion 0: always answered, also by restarted nodes whose versions are lower than ours.
 _MAP_REQUEST = m.PartitionMapRequest(current_version=0)  # type: ignore[call-arg]
 POOL_GRACE_S = 5.0          # after discovery, how long the pool may take before seeds are tried again
+
+
+def _no_seed_error(failed: Dict[str, BaseException]) -> BaseException:
+    """One error naming every seed of a failed round; the last one's own error is its cause."""
+    last = list(failed.values())[-1]
+    if all(type(e) is type(last) for e in failed.values()) and isinstance(last, (AuthError, TLSVerificationError)):
+        return last  # the same refusal everywhere: the seed's own words say it best
+    error = ConnectionLost("no seed accepted a connection: " + "; ".join(f"{s}: {describe(e)}"
+                                                                          for s, e in failed.items()))
+    error.__cause__ = last
+    return error
 
 
 @dataclass(frozen=True)
@@ -204,10 +219,13 @@ class ClusterProvider:
         seeds = list(self.config.seeds)
         delays = backoff_delays(self._policy, self._rng)
         failures = 0
+        failed: Dict[str, BaseException] = {}   # this round's seeds that failed, and how
+        refused_rounds = 0
         for attempt in itertools.count():
             if self._closed:
                 return
             if self._pool.open_connections():
+                failed.clear()
                 self._no_connections.wait()
                 continue
             seed = seeds[attempt % len(seeds)]
@@ -215,8 +233,19 @@ class ClusterProvider:
                 conn = self._connect(seed, on_message=self._on_seed_message, spawn=self._pool.spawn)
             except Exception as exc:  # any type: discovery never ends while the client is open
                 failures += 1
-                self._seed_failed(seed, exc, failures, next(delays))
+                failed[seed] = exc
+                if len(failed) < len(seeds):
+                    self._seed_failed(seed, exc, failures, 0.0)  # the next seed at once
+                    continue
+                refused_rounds = refused_rounds + 1 if all(refused(e) for e in failed.values()) else 0
+                if refused_rounds >= REFUSED_ATTEMPTS:
+                    self._refused.set()  # nothing listens at any seed: a waiting constructor fails now
+                round_error = _no_seed_error(failed) if len(seeds) > 1 else exc
+                failed.clear()
+                self._seed_failed(seed, exc, failures, next(delays), error=round_error)
                 continue
+            failed.clear()
+            refused_rounds = 0
             failures = 0
             self.refusals.accepted()
             try:
@@ -232,8 +261,10 @@ class ClusterProvider:
             else:
                 self._clock.sleep(next(delays))
 
-    def _seed_failed(self, seed: str, exc: Exception, failures: int, delay: float) -> None:
-        self.last_error = exc
+    def _seed_failed(self, seed: str, exc: Exception, failures: int, delay: float,
+                     error: Optional[BaseException] = None) -> None:
+        """Note a failed seed (``error``: what callers see, e.g. one naming every seed); back off ``delay``."""
+        self.last_error = exc if error is None else error
         self._count_failure(exc)
         if isinstance(exc, TLSVerificationError) or (
                 isinstance(exc, AuthError) and not isinstance(exc, TokenProviderError) and self.refusals.refused()):

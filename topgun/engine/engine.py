@@ -52,7 +52,7 @@ from ..errors import (
     ServerOverloaded,
     TokenProviderError,
     TopGunError,
-    cause_of,
+    timed_out,
 )
 from ..metrics import Metrics
 from ..protocol import codec, fastpath
@@ -240,10 +240,9 @@ class WriteEngine:
             exc: TopGunError
             if offline and isinstance(cause, AuthError) and not isinstance(cause, TokenProviderError):
                 exc = AuthError(f"{what}: the server refused the token ({cause})", code=cause.code)
+                exc.__cause__ = cause
             else:
-                exc = OperationTimeout(what + (f" (last error: {cause})" if offline else ""))
-            if offline:
-                exc.__cause__ = cause_of(cause)  # the token callable's own exception, if that was it
+                exc = timed_out(what, cause if offline else None)
             self._failed_write(w, exc)
 
     def _failed_write(self, w: PendingWrite, exc: BaseException) -> None:

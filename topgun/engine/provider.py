@@ -14,6 +14,9 @@ error, a ``token=`` callable's own exception as ``TokenProviderError``, a bug) i
 and tried again, never the end of the loop. A refused token is asked for again with the same
 back-off; once refusals are persistent (:class:`~topgun.retry.AuthRefusals`) requests fail
 with ``AuthError`` at once and attempts slow to ``ReconnectPolicy.max_s``.
+``wait_ready`` (the constructor's wait) gives up early when waiting cannot help: a
+persistently refused token or a refused certificate, or ``REFUSED_ATTEMPTS`` connects in a row
+refused by the host (nothing listens on that port). Reconnecting goes on.
 
 Not in here: queues and acks (``engine.py``), running requests (``requests.py``), partition
 maps and pools (``topgun.cluster``).
@@ -38,6 +41,7 @@ from ..errors import (
     TokenProviderError,
     TopGunError,
     describe,
+    refused,
 )
 from ..metrics import Metrics
 from ..protocol import messages as m
@@ -46,7 +50,11 @@ from ..transport.connection import Connection
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ProviderListener", "ConnectionProvider", "Listeners", "SingleServerProvider"]
+__all__ = ["ProviderListener", "ConnectionProvider", "Listeners", "SingleServerProvider", "REFUSED_ATTEMPTS"]
+
+#: Connects in a row refused by the host (ECONNREFUSED) after which a waiting constructor gives
+#: up: about 0.1 s of back-off, enough for a server that is just binding its port.
+REFUSED_ATTEMPTS = 3
 
 
 class ProviderListener(Protocol):
@@ -124,12 +132,20 @@ class Listeners:
 
 
 class SingleServerProvider:
-    """One server, one connection, reconnected for ever until ``close()``."""
+    """One server, one connection, reconnected for ever until ``close()``.
+
+    ``on_connected(url)`` and ``on_disconnected(url, exc)`` are called as the connection comes
+    up and goes (on the provider's greenlets; the caller guards them against raising).
+    """
 
     def __init__(self, url: str, *, clock: Clock, connect: Callable[..., Connection],
                  reconnect: ReconnectPolicy, retry: Optional[RetryPolicy] = None,
-                 refusals: Optional[AuthRefusals] = None, metrics: Optional[Metrics] = None) -> None:
+                 refusals: Optional[AuthRefusals] = None, metrics: Optional[Metrics] = None,
+                 on_connected: Optional[Callable[[str], None]] = None,
+                 on_disconnected: Optional[Callable[[str, Optional[BaseException]], None]] = None) -> None:
         self.url = url
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
         self._clock = clock
         self._connect = connect  # connect(url, on_message=..., on_closed=...) -> opened Connection
         self._policy = reconnect
@@ -140,12 +156,13 @@ class SingleServerProvider:
         self._group = Group()
         self._closed = False
         self._ready = Event()
-        self._auth_failed = Event()  # wakes wait_ready: a refused token is not worth waiting out
+        self._hopeless = Event()  # wakes wait_ready: a refused token or port is not worth waiting out
         self._lost = Event()
         self.last_error: Optional[BaseException] = None
         self.reconnects = 0
         self.refusals = refusals or AuthRefusals()
         self.metrics = metrics
+        self._port_refusals = 0  # connects in a row refused by the host
 
     def start(self, listener: ProviderListener) -> None:
         self._listener = listener
@@ -178,7 +195,7 @@ class SingleServerProvider:
     def _up(self, conn: Connection) -> None:
         self.refusals.accepted()
         self._conn, self.last_error = conn, None
-        self._auth_failed.clear()
+        self._hopeless.clear()
         self._lost.clear()
         self._ready.set()
         self._routing.bump()
@@ -186,8 +203,11 @@ class SingleServerProvider:
             self.metrics.count("topgun.connects", 1)
             if self.reconnects:
                 self.metrics.count("topgun.reconnects", 1)
+        self._port_refusals = 0
         if self._listener:
             self._listener.on_connected(conn)
+        if self._on_connected is not None:
+            self._on_connected(self.url)
 
     def _failed(self, exc: Exception, failures: int, delays: Iterator[float]) -> float:
         """Note a failed connect attempt; returns how long to back off."""
@@ -207,10 +227,13 @@ class SingleServerProvider:
             # Refused credentials or certificates will not fix themselves quickly, but a token
             # provider (or a proxy's new certificate) may; keep trying at the slowest pace
             # and let callers see the error.
-            self._auth_failed.set()
+            self._hopeless.set()
             self._routing.bump()
             log.warning("%s refused the connection: %s", self.url, exc)
             return self._policy.max_s
+        self._port_refusals = self._port_refusals + 1 if refused(exc) else 0
+        if self._port_refusals >= REFUSED_ATTEMPTS:
+            self._hopeless.set()  # nothing listens there: a waiting constructor fails now
         delay = next(delays)
         if isinstance(exc, TopGunError):
             level = logging.WARNING if warn_now(failures) else logging.INFO
@@ -234,11 +257,14 @@ class SingleServerProvider:
         self._routing.bump()
         if self._listener:
             self._listener.on_disconnected(conn, exc)
+        if self._on_disconnected is not None and not self._closed:
+            self._on_disconnected(self.url, exc)
         self._lost.set()
 
     def wait_ready(self, timeout: float) -> bool:
-        """True once connected; False at the timeout or as soon as authentication fails."""
-        gevent.wait([self._ready, self._auth_failed], timeout=timeout, count=1)
+        """True once connected; False at the timeout, or as soon as the token, the certificate
+        or (``REFUSED_ATTEMPTS`` times in a row) the port is refused."""
+        gevent.wait([self._ready, self._hopeless], timeout=timeout, count=1)
         return self._ready.is_set()
 
     def connection_for_key(self, key: str) -> Connection:

@@ -6,9 +6,10 @@ every attempt, so a retry follows the newest routing. Retries are the provider's
 ``retrying(deadline)`` (:func:`topgun.retry.retrying` in both providers): retryable errors are
 tried again, with back-off that ends early when routing changes, until the deadline. A
 deadline that passes without a usable answer raises ``OperationTimeout``; so does a transport
-error on the last attempt (the caller asked for an answer by then, not for a connection),
-chained to the connection's last error (a token callable's own exception, if that was it).
-Each call is counted and timed through ``metrics=`` (:mod:`topgun.metrics`) with its ``op``.
+error on the last attempt (the caller asked for an answer by then, not for a connection). Either
+way the last connection error is named in the message and chained (``__cause__``; a token
+callable's own exception, if that was it), as the write engine does for writes. Each call is
+counted and timed through ``metrics=`` (:mod:`topgun.metrics`) with its ``op``.
 
 Not in here: writes (``engine.py``: they are queued, batched and tracked per ack, never run
 as requests), the retry policy (``topgun.retry``), choosing connections (the provider).
@@ -19,7 +20,7 @@ import logging
 from typing import Any, Callable, Optional
 
 from ..clock import Clock
-from ..errors import ClientClosed, OperationTimeout, TokenProviderError, TransportError, cause_of
+from ..errors import ClientClosed, TransportError, timed_out
 from ..metrics import Metrics
 from ..protocol import messages as m
 from ..transport.connection import Connection
@@ -74,8 +75,8 @@ class RequestRunner:
 
         def attempt() -> Any:
             remaining = deadline - self.clock.monotonic()
-            if remaining <= 0:
-                raise OperationTimeout(f"no answer within {timeout:.3g}s") from self._token_cause()
+            if remaining <= 0:  # the last back-off ran into the deadline: say what kept us waiting
+                raise timed_out(f"no answer within {timeout:.3g}s", self._cause())
             conn = provider.connection_for_key(key) if key is not None else provider.any_connection()
             return fn(conn, remaining)
 
@@ -97,13 +98,11 @@ class RequestRunner:
         try:
             return self.provider.retrying(deadline)(attempt)
         except TransportError as exc:
-            raise OperationTimeout(f"no usable connection within {timeout:.3g}s: {exc}") \
-                from self._token_cause() or exc
+            raise timed_out(f"no answer within {timeout:.3g}s", self._cause() or exc)
 
-    def _token_cause(self) -> Optional[BaseException]:
-        """The token callable's own exception when that is why there is no connection, else None."""
-        last = self.provider.last_error
-        return cause_of(last) if isinstance(last, TokenProviderError) else None
+    def _cause(self) -> Optional[BaseException]:
+        # The same rule as the write engine's: the provider's last error, while nothing is open.
+        return None if self.provider.open_connections() else self.provider.last_error
 
     def request(self, msg: m.Message, *, key: Optional[str] = None, timeout: Optional[float] = None) -> m.Message:
         """Send ``msg`` and return its reply (see :meth:`call`)."""

@@ -13,8 +13,10 @@ Serve ``wss://`` (for tests of TLS clients; the certificate must cover ``--host`
     python -m topgun.server --nodes 3 --certfile cert.pem --keyfile key.pem
 
 Once listening (and part of the cluster's map) each node prints one flushed line
-``READY <node-id> <ws-url>``. SIGINT or SIGTERM stops every node and exits 0; so does EOF on
-``--parent-fd`` (how :class:`~topgun.server.process.ProcessCluster` makes nodes die with it).
+``READY <node-id> <ws-url>`` (with ``--host 0.0.0.0`` the URL names the machine's hostname, or
+127.0.0.1 if it does not resolve, and a note on stderr says so). SIGINT or SIGTERM stops every
+node and exits 0; so does EOF on ``--parent-fd`` (how
+:class:`~topgun.server.process.ProcessCluster` makes nodes die with it).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from typing import List, Optional, Sequence
 import gevent
 from gevent.event import Event
 
-from .node import Node
+from .node import WILDCARD_HOSTS, Node
 
 __all__ = ["main"]
 
@@ -42,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--node-id", help="id of the (first) node; default n1 (n1..nN with --nodes)")
     p.add_argument("--port", type=int, default=0,
                    help="port of the first node, then port+1, ...; 0 lets the OS choose (default)")
-    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="listen address (default 127.0.0.1); 0.0.0.0 listens on every interface and "
+                        "announces this machine's hostname (127.0.0.1 if it does not resolve)")
     p.add_argument("--seeds", default="", help="comma-separated ws URLs of nodes to join")
     p.add_argument("--jwt-secret", help="require HS256 JWTs signed with this secret")
     p.add_argument("--strict", action="store_true",
@@ -108,6 +112,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         strict=args.strict, certfile=args.certfile, keyfile=args.keyfile)
             nodes.append(node)
             node.start(timeout=args.timeout)
+            if i == 0 and args.host in WILDCARD_HOSTS:
+                print(f"note: listening on every interface ({args.host or '*'}); announcing {node.url}, which "
+                      "clients on other machines can use only if that name resolves to this machine there "
+                      "(cluster mode elsewhere: ClusterConfig(endpoint_map=...))", file=sys.stderr, flush=True)
             print(f"READY {node.node_id} {node.url}", flush=True)
             if not seeds:
                 seeds = [node.url]

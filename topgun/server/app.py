@@ -3,7 +3,7 @@
 gevent-websocket performs the HTTP upgrade; the socket is then handed to a
 :class:`~topgun.server.frames.FrameSocket` and run by one handler loop (the greenlet the
 server spawned for the connection, in the node's group). Plain HTTP gets ``GET /health``
-(``{"status":"ok", ...}``) and 404 otherwise.
+(``{"status":"ok", ...}``) and 404 otherwise; so does an upgrade to any other path.
 
 The first HTTP request on a socket (for a WebSocket, the upgrade request) must have all its
 headers in within ``upgrade_timeout`` seconds of the TCP accept, or the socket is closed:
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 
 UPGRADE_TIMEOUT_S = 10.0
+_WEBSOCKET_PATHS = ("/ws", "/", "/cluster")
 
 
 class _QuietHandler(WebSocketHandler):
@@ -66,6 +67,15 @@ class _QuietHandler(WebSocketHandler):
                 sock.shutdown(gsocket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def upgrade_connection(self) -> Any:
+        # An upgrade to any other path is answered 404, before the upgrade, as the TopGun
+        # 2.2.0 server does: a client then learns its path is wrong instead of seeing a
+        # WebSocket that opens and closes at once.
+        if self.environ.get("PATH_INFO", "") not in _WEBSOCKET_PATHS:
+            self.start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found: the TopGun WebSocket is at /ws\n"]
+        return super().upgrade_connection()
 
     def log_request(self) -> None:  # no access log for a dev server
         pass

@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import socket
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import gevent
@@ -57,7 +58,26 @@ from .table import LiveTable
 from .topics import Topics
 from .writes import APPLIED, LEVEL_NAMES, LEVELS, WRITE_DEADLINE_S, BadFrame, Unsupported, Writer, parse_ops
 
-__all__ = ["Node"]
+__all__ = ["Node", "announced_host", "WILDCARD_HOSTS"]
+
+#: Listen addresses that mean "every interface": no client can dial them.
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def announced_host(host: str) -> str:
+    """The host a node puts in its URL (READY line, partition maps, peer links) for ``host``.
+
+    A wildcard listen address becomes the machine's hostname if that resolves (clients on
+    other machines may reach it), else ``127.0.0.1``; any other address is announced as it is.
+    """
+    if host not in WILDCARD_HOSTS:
+        return host
+    name = socket.gethostname()
+    try:
+        socket.getaddrinfo(name, None)
+    except OSError:
+        return "127.0.0.1"
+    return name
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +94,8 @@ class Node:
 
     Args:
         node_id: unique, without ``:``.
-        host: listen address (loopback by default; the dev server is not for networks).
+        host: listen address (loopback by default; the dev server is not for networks). A
+            wildcard (``0.0.0.0``, ``::``) is announced as :func:`announced_host` says.
         port: 0 picks a free port; see :attr:`port` after :meth:`start`.
         seeds: ws URLs of nodes of the cluster to join; empty starts a new cluster.
         jwt_secret: run in JWT mode (HS256 with this secret) instead of no-auth mode.
@@ -104,6 +125,7 @@ class Node:
             raise ValueError(f"bad node id {node_id!r}")
         self.node_id = node_id
         self.host = host
+        self.announced_host = announced_host(host)  # once: it may ask the resolver
         self.requested_port = port
         self.port = 0
         self.seeds = tuple(seeds)
@@ -197,7 +219,9 @@ class Node:
 
     @property
     def url(self) -> str:
-        return f"{'wss' if self.certfile else 'ws'}://{self.host}:{self.port}/ws"
+        host = self.announced_host
+        host = f"[{host}]" if ":" in host else host
+        return f"{'wss' if self.certfile else 'ws'}://{host}:{self.port}/ws"
 
     def spawn(self, fn: Callable[..., Any], *args: Any) -> gevent.Greenlet:
         return self.group.spawn(fn, *args)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 from typing import Any, Callable, Dict, Optional
+from urllib.parse import urlsplit
 
 import gevent
 from gevent.event import AsyncResult, Event
@@ -39,9 +40,10 @@ from ..errors import (
     describe,
     server_error,
 )
-from ..protocol import codec, correlate
+from ..protocol import codec, correlate, jwtpeek
 from ..protocol import messages as m
 from .base import Transport
+from .websocket import path_hint
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +117,8 @@ class Connection:
         ready = gevent.wait([pong, self._auth_required, self._closed], timeout=self._remaining(deadline),
                             count=1)
         if self._closed.is_set():
-            raise ConnectionLost(f"{self.url} closed during the handshake") from self._close_reason
+            hint = "" if urlsplit(self.url).path in ("/ws", "/") else f" ({path_hint(self.url)})"
+            raise ConnectionLost(f"{self.url} closed during the handshake{hint}") from self._close_reason
         if not ready:
             raise ConnectTimeout(f"{self.url}: no answer to the handshake within {self._connect_timeout:.1f}s")
         if not self._auth_required.is_set():
@@ -129,7 +132,8 @@ class Connection:
         except ConnectionLost as exc:
             raise AuthError("the server closed the connection during authentication") from exc
         if isinstance(reply, m.AuthFail):
-            raise AuthError(f"authentication failed: {reply.error or 'no reason given'}", code=reply.code)
+            kind, message = jwtpeek.explain_refusal(token, reply.error, self.clock.now_ms() / 1000.0)
+            raise AuthError(message, code=reply.code, details={"reason": kind, "server": reply.error})
         self.user_id = getattr(reply, "user_id", None)
         self.authenticated = True
 

@@ -61,7 +61,7 @@ from topgun.errors import (
 from topgun.protocol.wsframe import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, FrameParser, FrameWriter
 from topgun.transport.base import DEFAULT_MAX_MESSAGE_SIZE
 
-__all__ = ["WebSocketTransport", "FrameWriter", "FrameParser", "default_ssl_context",
+__all__ = ["WebSocketTransport", "FrameWriter", "FrameParser", "default_ssl_context", "path_hint",
            "OP_CONT", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG"]
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,9 @@ class WebSocketTransport:
                                            verify_message=reason) from exc
             if isinstance(exc, ssl.SSLError):
                 raise ConnectionLost(f"TLS handshake with {canonical} failed: {exc.reason or exc}") from exc
+            if isinstance(exc, ConnectionRefusedError):
+                raise ConnectionLost(f"cannot connect to {canonical}: connection refused (is the server running "
+                                     f"and listening on port {port}?)") from exc
             if isinstance(exc, OSError):
                 raise ConnectionLost(f"cannot connect to {canonical}: {exc}") from exc
             raise
@@ -383,7 +386,8 @@ def _handshake(sock: Any, host_header: str, resource: str, url: str) -> bytes:
     status, *lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
     fields = status.split(" ", 2)
     if len(fields) < 2 or not fields[0].startswith("HTTP/") or fields[1] != "101":
-        raise ConnectionLost(f"WebSocket handshake with {url} refused: {status!r}")
+        hint = f" (HTTP 404: is the path /ws? {path_hint(url)})" if fields[1:2] == ["404"] else ""
+        raise ConnectionLost(f"WebSocket handshake with {url} refused: {status!r}{hint}")
     headers: dict[str, str] = {}
     for line in lines:
         name, sep, value = line.partition(":")
@@ -404,6 +408,15 @@ def _handshake(sock: Any, host_header: str, resource: str, url: str) -> bytes:
     if problem:
         raise ConnectionLost(f"WebSocket handshake with {url} failed: {problem}")
     return bytes(buf[end + 4:])
+
+
+def path_hint(url: str) -> str:
+    """What to try when a server refuses or drops the upgrade: TopGun serves WebSockets at ``/ws``."""
+    parts = urlsplit(url)
+    fixed = f"{parts.scheme}://{parts.netloc}/ws"
+    if parts.path in ("/ws", "/ws/"):
+        return "the TopGun server serves WebSockets at /ws; is this a TopGun server?"
+    return f"the TopGun server serves WebSockets at /ws: try {fixed}"
 
 
 def _close_quietly(sock: Any) -> None:
