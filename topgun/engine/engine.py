@@ -53,7 +53,14 @@ from .writes import MapKey, PendingWrite, WriteQueue
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WriteEngine", "PendingWrite"]
+__all__ = ["WriteEngine", "PendingWrite", "FRAMES_PER_CONNECTION", "LINGER_MAX_S"]
+
+#: Frames of one connection that may be unacknowledged at once before new writes for it wait
+#: (and so join fuller frames): per-frame costs dominate one-write-per-call traffic on both sides.
+FRAMES_PER_CONNECTION = 1
+#: A frame older than this no longer holds writes back: the longest a write lingers for
+#: a slow ack (a lost frame is the reaper's business, not the linger's).
+LINGER_MAX_S = 0.02
 
 
 class _Batch:
@@ -77,7 +84,8 @@ class WriteEngine:
 
     def __init__(self, provider: ConnectionProvider, *, clock: Clock, write_concern: str = "APPLIED",
                  batch_size: int = 500, max_in_flight: int = 2000, request_timeout: float = 10.0,
-                 attempt_timeout: Optional[float] = None) -> None:
+                 attempt_timeout: Optional[float] = None,
+                 frames_per_connection: int = FRAMES_PER_CONNECTION) -> None:
         self.provider = provider
         self.clock = clock
         self.write_concern = write_concern
@@ -85,6 +93,7 @@ class WriteEngine:
         self.max_in_flight = max_in_flight
         self.request_timeout = request_timeout
         self.attempt_timeout = attempt_timeout or max(0.5, min(2.0, request_timeout / 4))
+        self.frames_per_connection = frames_per_connection  # 0: no cap
         self._queue = WriteQueue()
         # Writes are queued in deadline order as long as every write gets the same timeout, and
         # the reaper then only looks at queue fronts. A write with an earlier deadline than one
@@ -219,8 +228,12 @@ class WriteEngine:
                 f"write {w.mk[0]}/{w.mk[1]!r} not acknowledged before its deadline{hint}"))
 
     def _flusher(self) -> None:
+        linger: Optional[float] = None
         while not self._closed:
-            self._wake.wait()
+            self._wake.wait(linger)
+            # Acks wake us before the callers they complete have run: let those callers
+            # queue their next writes first, so they join this frame, not the next one.
+            gevent.sleep(0)
             self._wake.clear()
             if self._closed:
                 return
@@ -228,19 +241,37 @@ class WriteEngine:
             if pause > 0:
                 self.clock.sleep(pause)
             version = self.provider.routing_version
-            blocked = self._flush_once()
+            blocked, lingering = self._flush_once()
             if blocked:
                 # No connection for some key: wait for routing to change, but not forever,
                 # so deadlines keep being checked and a missed event is not fatal.
                 self.provider.wait_for_change(version, 0.25)
                 self._wake.set()
             else:
-                gevent.sleep(0)  # let other greenlets add writes: they join the next batch
+                # Writes held for a busy connection go out with its next ack, or once its
+                # frames are older than the linger bound, whichever comes first.
+                linger = LINGER_MAX_S if lingering else None
 
-    def _flush_once(self) -> bool:
-        """Send what room allows, partition by partition; True if some key had no connection."""
+    def _young_frames(self, now: float) -> Dict[int, int]:
+        """connection id -> its unacknowledged frames sent less than ``LINGER_MAX_S`` ago."""
+        young = now - LINGER_MAX_S
+        frames: Dict[int, int] = {}
+        for batch in self._inflight.values():
+            if batch.sent_at > young:
+                cid = batch.conn.cid
+                frames[cid] = frames.get(cid, 0) + 1
+        return frames
+
+    def _flush_once(self) -> Tuple[bool, bool]:
+        """Send what room allows, partition by partition.
+
+        Returns (blocked, lingering): some key had no connection; some writes wait for a
+        connection with ``frames_per_connection`` young frames unacknowledged.
+        """
         groups: Dict[int, Tuple[Connection, List[PendingWrite]]] = {}
-        blocked = False
+        blocked = lingering = False
+        cap = self.frames_per_connection
+        frames = self._young_frames(self.clock.monotonic()) if cap and self._inflight else {}
         room = self.max_in_flight - self._inflight_ops
         busy = self._busy
         queue = self._queue
@@ -263,12 +294,16 @@ class WriteEngine:
                     held.append(w)  # the partition has no usable owner: try it again later
                     blocked = True
                     break
-                busy[w.mk] = busy.get(w.mk, 0) + 1
                 group = groups.get(id(conn))
                 if group is None:
+                    if cap and frames.get(conn.cid, 0) >= cap:
+                        held.append(w)  # it joins the frame sent after the next ack
+                        lingering = True
+                        break
                     groups[id(conn)] = (conn, [w])
                 else:
                     group[1].append(w)
+                busy[w.mk] = busy.get(w.mk, 0) + 1
                 room -= 1
             if held:
                 bucket.extendleft(reversed(held))
@@ -276,7 +311,7 @@ class WriteEngine:
         for conn, writes in groups.values():
             for i in range(0, len(writes), self.batch_size):
                 self._send_batch(conn, writes[i:i + self.batch_size])
-        return blocked
+        return blocked, lingering
 
     def _encode(self, writes: List[PendingWrite]) -> bytes:
         return codec.encode_wire(fastpath.op_batch([w.wire() for w in writes], self.write_concern))
