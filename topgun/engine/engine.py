@@ -57,9 +57,9 @@ __all__ = ["WriteEngine", "PendingWrite", "FRAMES_PER_CONNECTION", "LINGER_MAX_S
 
 #: Frames of one connection that may be unacknowledged at once before new writes for it wait
 #: (and so join fuller frames): per-frame costs dominate one-write-per-call traffic on both sides.
-FRAMES_PER_CONNECTION = 1
-#: A frame older than this no longer holds writes back: the longest a write lingers for
-#: a slow ack (a lost frame is the reaper's business, not the linger's).
+FRAMES_PER_CONNECTION = int(__import__("os").environ.get("TG_CAP", "1"))  # EXPERIMENT
+#: A frame older than this no longer holds writes back, so a write lingers for a slow ack
+#: at most this plus one reaper tick (a lost frame is the reaper's business, not the linger's).
 LINGER_MAX_S = 0.02
 
 
@@ -108,6 +108,9 @@ class WriteEngine:
         self._group = Group()
         self._closed = False
         self._pause_until = 0.0
+        # Writes wait for a busy connection: they go out with its next ack, or on the reaper's
+        # next tick once its frames are older than LINGER_MAX_S (no timer per flush).
+        self._lingering = False
         self._ack_latency = 0.05                # moving average of ack latency, seconds
         self._acked_seq: Dict[int, int] = {}    # connection id -> newest acknowledged send order
         self._ids = itertools.count(1)
@@ -204,10 +207,7 @@ class WriteEngine:
         out = []
         for w in writes:
             if not w.done:
-                try:
-                    w.result.get()
-                except TopGunError:
-                    pass  # raised below, from the write itself
+                w.wait_done()
             out.append(w.outcome())
         return out
 
@@ -228,9 +228,8 @@ class WriteEngine:
                 f"write {w.mk[0]}/{w.mk[1]!r} not acknowledged before its deadline{hint}"))
 
     def _flusher(self) -> None:
-        linger: Optional[float] = None
         while not self._closed:
-            self._wake.wait(linger)
+            self._wake.wait()
             # Acks wake us before the callers they complete have run: let those callers
             # queue their next writes first, so they join this frame, not the next one.
             gevent.sleep(0)
@@ -241,16 +240,12 @@ class WriteEngine:
             if pause > 0:
                 self.clock.sleep(pause)
             version = self.provider.routing_version
-            blocked, lingering = self._flush_once()
+            blocked, self._lingering = self._flush_once()
             if blocked:
                 # No connection for some key: wait for routing to change, but not forever,
                 # so deadlines keep being checked and a missed event is not fatal.
                 self.provider.wait_for_change(version, 0.25)
                 self._wake.set()
-            else:
-                # Writes held for a busy connection go out with its next ack, or once its
-                # frames are older than the linger bound, whichever comes first.
-                linger = LINGER_MAX_S if lingering else None
 
     def _young_frames(self, now: float) -> Dict[int, int]:
         """connection id -> its unacknowledged frames sent less than ``LINGER_MAX_S`` ago."""
@@ -431,6 +426,8 @@ class WriteEngine:
                 self._reap(self.clock.monotonic())
             except Exception:
                 log.exception("write reaper pass failed; continuing")
+            if self._lingering:
+                self._wake.set()
 
     def _reap(self, now: float) -> None:
         for bid, batch in list(self._inflight.items()):
