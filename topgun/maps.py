@@ -96,6 +96,9 @@ class MapHandle:
                                      "dev cluster expires entries, so the value would live on; remove it yourself")
         return runtime.engine.submit_put(self.name, key, value, runtime.hlc.now(), timeout=timeout)
 
+    def _put_checked(self, runtime: Runtime, key: str, value: Any, timeout: Optional[float]) -> PendingWrite:
+        return runtime.engine.submit_put(self.name, key, value, runtime.hlc.now(), timeout=timeout)
+
     def _remove(self, runtime: Runtime, key: str, timeout: Optional[float]) -> PendingWrite:
         _check_key(key)
         return runtime.engine.submit_put(self.name, key, None, runtime.hlc.now(), timeout=timeout,
@@ -164,7 +167,7 @@ class MapHandle:
                 for writes in outstanding:  # what was queued before is seen through, then we fail
                     engine.settle(writes)
                 raise
-            ops = [self._put(runtime, k, v, None, remaining) for k, v in chunk]
+            ops = [self._put_checked(runtime, k, v, remaining) for k, v in chunk]  # checked above
             if ops:
                 outstanding.append(ops)
                 count += len(ops)

@@ -49,7 +49,7 @@ from ..protocol import codec, fastpath
 from ..protocol import messages as m
 from ..transport.connection import Connection
 from .provider import ConnectionProvider
-from .writes import MapKey, PendingWrite, WriteQueue
+from .writes import PendingWrite, WriteQueue
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ class WriteEngine:
         self._deadlines: List[Tuple[float, int, PendingWrite]] = []
         self._latest_deadline = 0.0
         self._seq = itertools.count()
-        self._busy: Dict[MapKey, int] = {}
+        # map name -> key -> writes of it in flight (nested, so no tuple per write is kept alive)
+        self._busy: Dict[str, Dict[str, int]] = {}
         self._inflight: Dict[int, _Batch] = {}
         self._inflight_ops = 0
         self._wake = Event()
@@ -225,7 +226,7 @@ class WriteEngine:
             cause = self.provider.last_error
             hint = f" (last error: {cause})" if cause is not None and not self.provider.open_connections() else ""
             w.finish(exc=OperationTimeout(
-                f"write {w.mk[0]}/{w.mk[1]!r} not acknowledged before its deadline{hint}"))
+                f"write {w.map_name}/{w.key!r} not acknowledged before its deadline{hint}"))
 
     def _flusher(self) -> None:
         while not self._closed:
@@ -280,7 +281,8 @@ class WriteEngine:
                 popped += 1
                 if w.done:
                     continue
-                if w.mk in busy:  # an earlier write to this key is in flight: keep order
+                in_flight = busy.get(w.map_name)
+                if in_flight is not None and w.key in in_flight:  # an earlier write to it is in flight: keep order
                     held.append(w)
                     continue
                 try:
@@ -298,7 +300,9 @@ class WriteEngine:
                     groups[id(conn)] = (conn, [w])
                 else:
                     group[1].append(w)
-                busy[w.mk] = busy.get(w.mk, 0) + 1
+                if in_flight is None:
+                    in_flight = busy[w.map_name] = {}
+                in_flight[w.key] = in_flight.get(w.key, 0) + 1
                 room -= 1
             if held:
                 bucket.extendleft(reversed(held))
@@ -349,7 +353,7 @@ class WriteEngine:
             try:
                 codec.encode_wire(w.wire())
             except LocalProtocolError as exc:
-                self._reject(w, f"value of {w.mk[0]}/{w.mk[1]!r} cannot be stored: {exc}")
+                self._reject(w, f"value of {w.map_name}/{w.key!r} cannot be stored: {exc}")
             else:
                 good.append(w)
         if good:
@@ -360,11 +364,14 @@ class WriteEngine:
         w.finish(exc=ConfigurationError(message))
 
     def _unbusy(self, w: PendingWrite) -> None:
-        n = self._busy.get(w.mk, 0) - 1
+        in_flight = self._busy.get(w.map_name)
+        if in_flight is None:
+            return
+        n = in_flight.get(w.key, 0) - 1
         if n > 0:
-            self._busy[w.mk] = n
+            in_flight[w.key] = n
         else:
-            self._busy.pop(w.mk, None)
+            in_flight.pop(w.key, None)
 
     def _release(self, bid: int) -> Optional[_Batch]:
         batch = self._inflight.pop(bid, None)

@@ -35,18 +35,19 @@ MapKey = Tuple[str, str]
 class PendingWrite:
     """One write: resolved with the achieved level, or an exception."""
 
-    __slots__ = ("map_name", "key", "mk", "pid", "op_type", "value", "ts", "ttl_ms", "id",
+    # No tuple fields: a queued write is one object for the garbage collector to track, not three
+    # (``mk`` and ``ts`` are built when asked for).
+    __slots__ = ("map_name", "key", "pid", "op_type", "value", "millis", "counter", "node_id", "ttl_ms", "id",
                  "deadline", "done", "level", "error", "_result", "_waiter")
 
     def __init__(self, map_name: str, key: str, deadline: float, *, op_type: str = "PUT", value: Any = None,
                  ts: Tuple[int, int, str] = (0, 0, ""), ttl_ms: Optional[int] = None) -> None:
         self.map_name = map_name
         self.key = key
-        self.mk: MapKey = (map_name, key)
         self.pid = partition_id(key)
         self.op_type = op_type
         self.value = value
-        self.ts = ts
+        self.millis, self.counter, self.node_id = ts
         self.ttl_ms = ttl_ms
         self.id = ""
         self.deadline = deadline
@@ -56,9 +57,20 @@ class PendingWrite:
         self._result: Optional[AsyncResult] = None
         self._waiter: Optional[Waiter] = None
 
+    @property
+    def mk(self) -> MapKey:
+        """``(map_name, key)``."""
+        return (self.map_name, self.key)
+
+    @property
+    def ts(self) -> Tuple[int, int, str]:
+        """The HLC timestamp ``(millis, counter, node_id)``."""
+        return (self.millis, self.counter, self.node_id)
+
     def wire(self) -> Dict[str, Any]:
         """The op as it goes into OP_BATCH.payload.ops."""
-        return fastpath.lww_op(self.id, self.map_name, self.key, self.op_type, self.value, self.ts, self.ttl_ms)
+        return fastpath.lww_op(self.id, self.map_name, self.key, self.op_type, self.value,
+                               (self.millis, self.counter, self.node_id), self.ttl_ms)
 
     op = property(wire)  # read-only view for tests and logs
 
