@@ -96,8 +96,8 @@ class MapHandle:
                                      "dev cluster expires entries, so the value would live on; remove it yourself")
         return runtime.engine.submit_put(self.name, key, value, runtime.hlc.now(), timeout=timeout)
 
-    def _put_checked(self, runtime: Runtime, key: str, value: Any, timeout: Optional[float]) -> PendingWrite:
-        return runtime.engine.submit_put(self.name, key, value, runtime.hlc.now(), timeout=timeout)
+    def _put_checked(self, runtime: Runtime, key: str, value: Any, deadline: float) -> PendingWrite:
+        return runtime.engine.submit_put(self.name, key, value, runtime.hlc.now(), deadline=deadline)
 
     def _remove(self, runtime: Runtime, key: str, timeout: Optional[float]) -> PendingWrite:
         _check_key(key)
@@ -157,7 +157,6 @@ class MapHandle:
         count = 0
         error: Optional[BaseException] = None
         while True:
-            remaining = max(0.0, deadline - engine.clock.monotonic())
             chunk = list(itertools.islice(pairs, window))
             try:
                 for k, v in chunk:  # a window is checked whole before any of it is queued
@@ -167,7 +166,8 @@ class MapHandle:
                 for writes in outstanding:  # what was queued before is seen through, then we fail
                     engine.settle(writes)
                 raise
-            ops = [self._put_checked(runtime, k, v, remaining) for k, v in chunk]  # checked above
+            # Checked above; one deadline for all, so they stay in deadline order in the engine.
+            ops = [self._put_checked(runtime, k, v, deadline) for k, v in chunk]
             if ops:
                 outstanding.append(ops)
                 count += len(ops)

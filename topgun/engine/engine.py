@@ -55,8 +55,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["WriteEngine", "PendingWrite", "FRAMES_PER_CONNECTION", "LINGER_MAX_S"]
 
-#: Frames of one connection that may be unacknowledged at once before new writes for it wait
-#: (and so join fuller frames): per-frame costs dominate one-write-per-call traffic on both sides.
+#: Part-full frames of one connection that may be unacknowledged at once before new writes
+#: for it wait (and so join fuller frames): per-frame costs dominate one-write-per-call
+#: traffic on both sides. Full frames (``batch_size`` ops) never hold writes back, so bulk
+#: writes stay pipelined.
 FRAMES_PER_CONNECTION = int(__import__("os").environ.get("TG_CAP", "1"))  # EXPERIMENT
 #: A frame older than this no longer holds writes back, so a write lingers for a slow ack
 #: at most this plus one reaper tick (a lost frame is the reaper's business, not the linger's).
@@ -179,14 +181,20 @@ class WriteEngine:
 
     def submit_put(self, map_name: str, key: str, value: Any, ts: Tuple[int, int, str], *,
                    ttl_ms: Optional[int] = None, timeout: Optional[float] = None,
-                   op_type: str = "PUT") -> PendingWrite:
-        """Queue one LWW write (``op_type`` PUT or REMOVE); the fast path used by maps."""
-        return self._enqueue(PendingWrite(map_name, key, self._deadline(timeout), op_type=op_type, value=value,
-                                          ts=ts, ttl_ms=ttl_ms))
+                   op_type: str = "PUT", deadline: Optional[float] = None) -> PendingWrite:
+        """Queue one LWW write (``op_type`` PUT or REMOVE); the fast path used by maps.
 
-    def _deadline(self, timeout: Optional[float]) -> float:
+        ``deadline`` (a ``clock.monotonic()`` value) instead of ``timeout``: many writes that
+        share one deadline stay in deadline order, so none of them needs the deadline heap.
+        """
+        return self._enqueue(PendingWrite(map_name, key, self._deadline(timeout, deadline), op_type=op_type,
+                                          value=value, ts=ts, ttl_ms=ttl_ms))
+
+    def _deadline(self, timeout: Optional[float], deadline: Optional[float] = None) -> float:
         if self._closed:
             raise ClientClosed("the client is closed")
+        if deadline is not None:
+            return deadline
         return self.clock.monotonic() + (timeout if timeout is not None else self.request_timeout)
 
     def _enqueue(self, w: PendingWrite) -> PendingWrite:
@@ -249,11 +257,12 @@ class WriteEngine:
                 self._wake.set()
 
     def _young_frames(self, now: float) -> Dict[int, int]:
-        """connection id -> its unacknowledged frames sent less than ``LINGER_MAX_S`` ago."""
+        """connection id -> its unacknowledged part-full frames sent less than ``LINGER_MAX_S`` ago."""
         young = now - LINGER_MAX_S
+        full = self.batch_size
         frames: Dict[int, int] = {}
         for batch in self._inflight.values():
-            if batch.sent_at > young:
+            if batch.sent_at > young and len(batch.writes) < full:
                 cid = batch.conn.cid
                 frames[cid] = frames.get(cid, 0) + 1
         return frames
