@@ -86,6 +86,21 @@ def direct_reader(rfile: Any, sock: Any) -> Callable[[int], bytes]:
     """
     first = [True]
     recv = sock.recv
+    raw = getattr(sock, "_sock", None) if type(sock) is gsocket.socket else None
+    if raw is not None:
+        # A plain gevent socket: wait for readability on its own watcher, then read the OS
+        # socket, instead of gevent's recv(), which tries first and raises EAGAIN: almost every
+        # read on these sockets follows a drained buffer. A socket closed meanwhile makes the
+        # wait raise OSError, as recv() would.
+        wait, event = sock._wait, sock._read_event
+
+        def recv(n: int) -> bytes:
+            while True:
+                wait(event)
+                try:
+                    return raw.recv(n)  # type: ignore[no-any-return]
+                except BlockingIOError:
+                    continue
 
     def read1(n: int) -> bytes:
         if first[0]:
