@@ -6,6 +6,12 @@ Writes:
   groups the writes per connection and sends one OP_BATCH per group (at most
   ``batch_size`` ops). Writes that pile up while a batch is in flight go out together in
   the next one, so concurrency becomes batching without any timer.
+- Coalescing (a Kafka-style linger, bounded): while a connection has
+  ``frames_per_connection`` part-full frames unacknowledged, new writes for it wait and
+  go out together after its next ack. A frame stops holding writes back once it is
+  ``LINGER_MAX_S`` old (the reaper's next tick wakes the flusher), and full frames never
+  do, so bulk writes stay pipelined. The flusher runs after the callers an ack completed
+  have queued their next writes, so those join the next frame.
 - A batch is acknowledged by the OP_ACK carrying its last op's id; only the writes of that
   batch are completed (never cumulatively, never across connections).
 - At most one write per key is in flight at a time: the server applies concurrent frames in
@@ -59,7 +65,7 @@ __all__ = ["WriteEngine", "PendingWrite", "FRAMES_PER_CONNECTION", "LINGER_MAX_S
 #: for it wait (and so join fuller frames): per-frame costs dominate one-write-per-call
 #: traffic on both sides. Full frames (``batch_size`` ops) never hold writes back, so bulk
 #: writes stay pipelined.
-FRAMES_PER_CONNECTION = int(__import__("os").environ.get("TG_CAP", "1"))  # EXPERIMENT
+FRAMES_PER_CONNECTION = 1
 #: A frame older than this no longer holds writes back, so a write lingers for a slow ack
 #: at most this plus one reaper tick (a lost frame is the reaper's business, not the linger's).
 LINGER_MAX_S = 0.02
