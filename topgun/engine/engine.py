@@ -7,10 +7,10 @@ Writes:
   ``batch_size`` ops). Writes that pile up while a batch is in flight go out together in
   the next one, so concurrency becomes batching without any timer.
 - Coalescing (a Kafka-style linger, bounded): while a connection has
-  ``frames_per_connection`` part-full frames unacknowledged, new writes for it wait and
-  go out together after its next ack. A frame stops holding writes back once it is
-  ``LINGER_MAX_S`` old (the reaper's next tick wakes the flusher), and full frames never
-  do, so bulk writes stay pipelined. The flusher runs after the callers an ack completed
+  ``frames_per_connection`` small frames (under ``SMALL_FRAME_OPS`` ops) unacknowledged,
+  new writes for it wait and go out together after its next ack. A frame stops holding
+  writes back once it is ``LINGER_MAX_S`` old (the reaper's next tick wakes the flusher),
+  and larger frames never do, so bulk writes stay pipelined. The flusher runs after the callers an ack completed
   have queued their next writes, so those join the next frame.
 - A batch is acknowledged by the OP_ACK carrying its last op's id; only the writes of that
   batch are completed (never cumulatively, never across connections).
@@ -59,13 +59,15 @@ from .writes import PendingWrite, WriteQueue
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WriteEngine", "PendingWrite", "FRAMES_PER_CONNECTION", "LINGER_MAX_S"]
+__all__ = ["WriteEngine", "PendingWrite", "FRAMES_PER_CONNECTION", "SMALL_FRAME_OPS", "LINGER_MAX_S"]
 
-#: Part-full frames of one connection that may be unacknowledged at once before new writes
-#: for it wait (and so join fuller frames): per-frame costs dominate one-write-per-call
-#: traffic on both sides. Full frames (``batch_size`` ops) never hold writes back, so bulk
-#: writes stay pipelined.
+#: Small frames of one connection that may be unacknowledged at once before new writes for
+#: it wait (and so join fuller frames): per-frame costs dominate one-write-per-call traffic
+#: on both sides.
 FRAMES_PER_CONNECTION = 1
+#: Frames of at least this many ops never hold writes back: their per-frame cost is spread
+#: thin already, and bulk writes (put_all) stay pipelined.
+SMALL_FRAME_OPS = 64
 #: A frame older than this no longer holds writes back, so a write lingers for a slow ack
 #: at most this plus one reaper tick (a lost frame is the reaper's business, not the linger's).
 LINGER_MAX_S = 0.02
@@ -263,9 +265,9 @@ class WriteEngine:
                 self._wake.set()
 
     def _young_frames(self, now: float) -> Dict[int, int]:
-        """connection id -> its unacknowledged part-full frames sent less than ``LINGER_MAX_S`` ago."""
+        """connection id -> its unacknowledged small frames sent less than ``LINGER_MAX_S`` ago."""
         young = now - LINGER_MAX_S
-        full = self.batch_size
+        full = min(self.batch_size, SMALL_FRAME_OPS)
         frames: Dict[int, int] = {}
         for batch in self._inflight.values():
             if batch.sent_at > young and len(batch.writes) < full:
