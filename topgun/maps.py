@@ -113,6 +113,14 @@ class MapHandle:
             cache.wrote(key, w)
         return w
 
+    def _put_checked(self, runtime: Runtime, key: str, value: Any, deadline: float) -> PendingWrite:
+        """A put_all entry, already checked; it keeps the near cache honest like ``_put``."""
+        w = runtime.engine.submit_put(self.name, key, value, runtime.hlc.now(), deadline=deadline)
+        cache = runtime.near_caches.get(self.name)
+        if cache is not None:
+            cache.wrote(key, w)
+        return w
+
     def _remove(self, runtime: Runtime, key: str, timeout: Optional[float]) -> PendingWrite:
         _check_key(key)
         w = runtime.engine.submit_put(self.name, key, None, runtime.hlc.now(), timeout=timeout,
@@ -175,7 +183,6 @@ class MapHandle:
         count = 0
         error: Optional[BaseException] = None
         while True:
-            remaining = max(0.0, deadline - engine.clock.monotonic())
             chunk = list(itertools.islice(pairs, window))
             try:
                 for k, v in chunk:  # a window is checked whole before any of it is queued
@@ -185,11 +192,12 @@ class MapHandle:
                 for writes in outstanding:  # what was queued before is seen through, then we fail
                     engine.settle(writes)
                 raise
+            # Checked above; one deadline for all, so they stay in deadline order in the engine.
             if runtime.outbox is not None:
                 with runtime.outbox.deferred():  # one transaction per window, before any of it can be sent
-                    ops = [self._put(runtime, k, v, None, remaining) for k, v in chunk]
+                    ops = [self._put_checked(runtime, k, v, deadline) for k, v in chunk]
             else:
-                ops = [self._put(runtime, k, v, None, remaining) for k, v in chunk]
+                ops = [self._put_checked(runtime, k, v, deadline) for k, v in chunk]
             if ops:
                 outstanding.append(ops)
                 count += len(ops)

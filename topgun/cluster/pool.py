@@ -264,11 +264,11 @@ class ConnectionPool:
     def connection(self, node_id: str, key: str) -> Optional[Connection]:
         """The connection of ``node_id`` that carries ``key``, or None if the node is unroutable."""
         node = self._nodes.get(node_id)
-        if node is None or not node.routable:
+        if node is None or node.lost or node.removed:
             return None
         slot = key_slot(key, self.size)
         conn = node.conns[slot]
-        if conn is not None and conn.is_open:
+        if conn is not None and conn.is_open:  # routable, then: not lost, not removed, one open
             return conn
         others = node.open_conns()
         return others[slot % len(others)] if others else None

@@ -15,6 +15,12 @@ hash (stable while the set of live nodes is), and lets the cluster forward. Rout
 node that happens to own the key still counts as *direct*.
 
 Counters live in :class:`RoutingStats`; the router only counts, it never sleeps or retries.
+
+With smart routing and one connection per node, every key of a partition goes to the same
+connection, so a direct answer is kept per partition and reused for as long as the map
+object is the same and that connection is open (a lost or removed connection is closed;
+a new map replaces the object): routing a write costs a dict lookup, not a walk through
+the map and the pool.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from typing import Dict, Optional
 from ..errors import ClusterUnavailable
 from ..protocol.hashing import partition_id
 from ..transport.connection import Connection
-from .partition_map import LivePartitionMap
+from .partition_map import LivePartitionMap, PartitionMap
 from .pool import ConnectionPool, key_slot
 
 __all__ = ["PartitionRouter", "RoutingStats", "unavailable", "OWNER_DOWN_POLICIES"]
@@ -66,6 +72,11 @@ class PartitionRouter:
         self.smart = smart
         self.owner_down = owner_down
         self.stats = stats or RoutingStats()
+        # One connection per node: the key does not choose the slot, so an answer holds for the
+        # whole partition (a pool without a size, such as a test's stub, is asked every time).
+        self._per_partition = getattr(pool, "size", 0) == 1
+        self._direct: Dict[int, Connection] = {}   # pid -> owner's connection, for _direct_map only
+        self._direct_map: Optional[PartitionMap] = None
 
     def owner_of(self, key: str) -> Optional[str]:
         """The node id owning ``key`` in the current map (None before the first map)."""
@@ -83,12 +94,21 @@ class PartitionRouter:
         if current is None:
             raise unavailable("no partition map yet")
         pid = partition_id(key)
+        if current is not self._direct_map:
+            self._direct.clear()
+            self._direct_map = current
+        conn = self._direct.get(pid)
+        if conn is not None and conn.is_open:
+            self.stats.direct += 1
+            return conn
         owner = current.owner(pid)
         if not self.smart:
             return self._via_any(key, owner)
         conn = self._pool.connection(owner, key)
         if conn is not None:
             self.stats.direct += 1
+            if self._per_partition:
+                self._direct[pid] = conn
             return conn
         self.stats.misses += 1
         node = self._pool.node(owner)

@@ -6,6 +6,12 @@ Writes:
   groups the writes per connection and sends one OP_BATCH per group (at most
   ``batch_size`` ops). Writes that pile up while a batch is in flight go out together in
   the next one, so concurrency becomes batching without any timer.
+- Coalescing (a Kafka-style linger, bounded): while a connection has
+  ``frames_per_connection`` small frames (under ``SMALL_FRAME_OPS`` ops) unacknowledged,
+  new writes for it wait and go out together after its next ack. A frame stops holding
+  writes back once it is ``LINGER_MAX_S`` old (the reaper's next tick wakes the flusher),
+  and larger frames never do, so bulk writes stay pipelined. The flusher runs after the callers an ack completed
+  have queued their next writes, so those join the next frame.
 - A batch is acknowledged by the OP_ACK carrying its last op's id; only the writes of that
   batch are completed (never cumulatively, never across connections).
 - At most one write per key is in flight at a time: the server applies concurrent frames in
@@ -59,11 +65,22 @@ from ..protocol import codec, fastpath
 from ..protocol import messages as m
 from ..transport.connection import Connection
 from .provider import ConnectionProvider
-from .writes import MapKey, PendingWrite, WriteQueue
+from .writes import PendingWrite, WriteQueue
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WriteEngine", "PendingWrite", "WriteHooks"]
+__all__ = ["WriteEngine", "PendingWrite", "FRAMES_PER_CONNECTION", "SMALL_FRAME_OPS", "LINGER_MAX_S", "WriteHooks"]
+
+#: Small frames of one connection that may be unacknowledged at once before new writes for
+#: it wait (and so join fuller frames): per-frame costs dominate one-write-per-call traffic
+#: on both sides.
+FRAMES_PER_CONNECTION = 1
+#: Frames of at least this many ops never hold writes back: their per-frame cost is spread
+#: thin already, and bulk writes (put_all) stay pipelined.
+SMALL_FRAME_OPS = 64
+#: A frame older than this no longer holds writes back, so a write lingers for a slow ack
+#: at most this plus one reaper tick (a lost frame is the reaper's business, not the linger's).
+LINGER_MAX_S = 0.02
 
 
 class WriteHooks(Protocol):
@@ -94,7 +111,8 @@ class WriteEngine:
 
     def __init__(self, provider: ConnectionProvider, *, clock: Clock, write_concern: str = "APPLIED",
                  batch_size: int = 500, max_in_flight: int = 2000, request_timeout: float = 10.0,
-                 attempt_timeout: Optional[float] = None, metrics: Optional[Metrics] = None) -> None:
+                 attempt_timeout: Optional[float] = None, metrics: Optional[Metrics] = None,
+                 frames_per_connection: int = FRAMES_PER_CONNECTION) -> None:
         self.provider = provider
         self.metrics = metrics
         self.clock = clock
@@ -103,6 +121,7 @@ class WriteEngine:
         self.max_in_flight = max_in_flight
         self.request_timeout = request_timeout
         self.attempt_timeout = attempt_timeout or max(0.5, min(2.0, request_timeout / 4))
+        self.frames_per_connection = frames_per_connection  # 0: no cap
         self._queue = WriteQueue()
         # Writes are queued in deadline order as long as every write gets the same timeout, and
         # the reaper then only looks at queue fronts. A write with an earlier deadline than one
@@ -110,13 +129,17 @@ class WriteEngine:
         self._deadlines: List[Tuple[float, int, PendingWrite]] = []
         self._latest_deadline = 0.0
         self._seq = itertools.count()
-        self._busy: Dict[MapKey, int] = {}
+        # map name -> key -> writes of it in flight (nested, so no tuple per write is kept alive)
+        self._busy: Dict[str, Dict[str, int]] = {}
         self._inflight: Dict[int, _Batch] = {}
         self._inflight_ops = 0
         self._wake = Event()
         self._group = Group()
         self._closed = False
         self._pause_until = 0.0
+        # Writes wait for a busy connection: they go out with its next ack, or on the reaper's
+        # next tick once its frames are older than LINGER_MAX_S (no timer per flush).
+        self._lingering = False
         self._ack_latency = 0.05                # moving average of ack latency, seconds
         self._acked_seq: Dict[int, int] = {}    # connection id -> newest acknowledged send order
         self._ids = itertools.count(1)
@@ -185,14 +208,20 @@ class WriteEngine:
 
     def submit_put(self, map_name: str, key: str, value: Any, ts: Tuple[int, int, str], *,
                    ttl_ms: Optional[int] = None, timeout: Optional[float] = None,
-                   op_type: str = "PUT") -> PendingWrite:
-        """Queue one LWW write (``op_type`` PUT or REMOVE); the fast path used by maps."""
-        return self._enqueue(PendingWrite(map_name, key, self._deadline(timeout), op_type=op_type, value=value,
-                                          ts=ts, ttl_ms=ttl_ms))
+                   op_type: str = "PUT", deadline: Optional[float] = None) -> PendingWrite:
+        """Queue one LWW write (``op_type`` PUT or REMOVE); the fast path used by maps.
 
-    def _deadline(self, timeout: Optional[float]) -> float:
+        ``deadline`` (a ``clock.monotonic()`` value) instead of ``timeout``: many writes that
+        share one deadline stay in deadline order, so none of them needs the deadline heap.
+        """
+        return self._enqueue(PendingWrite(map_name, key, self._deadline(timeout, deadline), op_type=op_type,
+                                          value=value, ts=ts, ttl_ms=ttl_ms))
+
+    def _deadline(self, timeout: Optional[float], deadline: Optional[float] = None) -> float:
         if self._closed:
             raise ClientClosed("the client is closed")
+        if deadline is not None:
+            return deadline
         return self.clock.monotonic() + (timeout if timeout is not None else self.request_timeout)
 
     def _enqueue(self, w: PendingWrite) -> PendingWrite:
@@ -216,10 +245,7 @@ class WriteEngine:
         out = []
         for w in writes:
             if not w.done:
-                try:
-                    w.result.get()
-                except TopGunError:
-                    pass  # raised below, from the write itself
+                w.wait_done()
             out.append(w.outcome())
         return out
 
@@ -236,7 +262,7 @@ class WriteEngine:
             self.stats["timeouts"] += 1
             cause = self.provider.last_error
             offline = cause is not None and not self.provider.open_connections()
-            what = f"write {w.mk[0]}/{w.mk[1]!r} not acknowledged before its deadline"
+            what = f"write {w.map_name}/{w.key!r} not acknowledged before its deadline"
             exc: TopGunError
             if offline and isinstance(cause, AuthError) and not isinstance(cause, TokenProviderError):
                 exc = AuthError(f"{what}: the server refused the token ({cause})", code=cause.code)
@@ -253,6 +279,9 @@ class WriteEngine:
     def _flusher(self) -> None:
         while not self._closed:
             self._wake.wait()
+            # Acks wake us before the callers they complete have run: let those callers
+            # queue their next writes first, so they join this frame, not the next one.
+            gevent.sleep(0)
             self._wake.clear()
             if self._closed:
                 return
@@ -260,19 +289,34 @@ class WriteEngine:
             if pause > 0:
                 self.clock.sleep(pause)
             version = self.provider.routing_version
-            blocked = self._flush_once()
+            blocked, self._lingering = self._flush_once()
             if blocked:
                 # No connection for some key: wait for routing to change, but not forever,
                 # so deadlines keep being checked and a missed event is not fatal.
                 self.provider.wait_for_change(version, 0.25)
                 self._wake.set()
-            else:
-                gevent.sleep(0)  # let other greenlets add writes: they join the next batch
 
-    def _flush_once(self) -> bool:
-        """Send what room allows, partition by partition; True if some key had no connection."""
+    def _young_frames(self, now: float) -> Dict[int, int]:
+        """connection id -> its unacknowledged small frames sent less than ``LINGER_MAX_S`` ago."""
+        young = now - LINGER_MAX_S
+        full = min(self.batch_size, SMALL_FRAME_OPS)
+        frames: Dict[int, int] = {}
+        for batch in self._inflight.values():
+            if batch.sent_at > young and len(batch.writes) < full:
+                cid = batch.conn.cid
+                frames[cid] = frames.get(cid, 0) + 1
+        return frames
+
+    def _flush_once(self) -> Tuple[bool, bool]:
+        """Send what room allows, partition by partition.
+
+        Returns (blocked, lingering): some key had no connection; some writes wait for a
+        connection with ``frames_per_connection`` young frames unacknowledged.
+        """
         groups: Dict[int, Tuple[Connection, List[PendingWrite]]] = {}
-        blocked = False
+        blocked = lingering = False
+        cap = self.frames_per_connection
+        frames = self._young_frames(self.clock.monotonic()) if cap and self._inflight else {}
         room = self.max_in_flight - self._inflight_ops
         busy = self._busy
         queue = self._queue
@@ -286,7 +330,8 @@ class WriteEngine:
                 popped += 1
                 if w.done:
                     continue
-                if w.mk in busy:  # an earlier write to this key is in flight: keep order
+                in_flight = busy.get(w.map_name)
+                if in_flight is not None and w.key in in_flight:  # an earlier write to it is in flight: keep order
                     held.append(w)
                     continue
                 try:
@@ -295,12 +340,18 @@ class WriteEngine:
                     held.append(w)  # the partition has no usable owner: try it again later
                     blocked = True
                     break
-                busy[w.mk] = busy.get(w.mk, 0) + 1
                 group = groups.get(id(conn))
                 if group is None:
+                    if cap and frames.get(conn.cid, 0) >= cap:
+                        held.append(w)  # it joins the frame sent after the next ack
+                        lingering = True
+                        break
                     groups[id(conn)] = (conn, [w])
                 else:
                     group[1].append(w)
+                if in_flight is None:
+                    in_flight = busy[w.map_name] = {}
+                in_flight[w.key] = in_flight.get(w.key, 0) + 1
                 room -= 1
             if held:
                 bucket.extendleft(reversed(held))
@@ -308,7 +359,7 @@ class WriteEngine:
         for conn, writes in groups.values():
             for i in range(0, len(writes), self.batch_size):
                 self._send_batch(conn, writes[i:i + self.batch_size])
-        return blocked
+        return blocked, lingering
 
     def _encode(self, writes: List[PendingWrite]) -> bytes:
         return codec.encode_wire(fastpath.op_batch([w.wire() for w in writes], self.write_concern))
@@ -353,7 +404,7 @@ class WriteEngine:
             try:
                 codec.encode_wire(w.wire())
             except LocalProtocolError as exc:
-                self._reject(w, f"value of {w.mk[0]}/{w.mk[1]!r} cannot be stored: {exc}")
+                self._reject(w, f"value of {w.map_name}/{w.key!r} cannot be stored: {exc}")
             else:
                 good.append(w)
         if good:
@@ -364,11 +415,14 @@ class WriteEngine:
         self._failed_write(w, ConfigurationError(message))
 
     def _unbusy(self, w: PendingWrite) -> None:
-        n = self._busy.get(w.mk, 0) - 1
+        in_flight = self._busy.get(w.map_name)
+        if in_flight is None:
+            return
+        n = in_flight.get(w.key, 0) - 1
         if n > 0:
-            self._busy[w.mk] = n
+            in_flight[w.key] = n
         else:
-            self._busy.pop(w.mk, None)
+            in_flight.pop(w.key, None)
 
     def _release(self, bid: int) -> Optional[_Batch]:
         batch = self._inflight.pop(bid, None)
@@ -442,6 +496,8 @@ class WriteEngine:
                 self._reap(self.clock.monotonic())
             except Exception:
                 log.exception("write reaper pass failed; continuing")
+            if self._lingering:
+                self._wake.set()
 
     def _reap(self, now: float) -> None:
         for bid, batch in list(self._inflight.items()):

@@ -4,7 +4,10 @@
 dicts (``topgun.protocol.fastpath``) are built when the frame is encoded and die straight
 after, so the only objects a queued write keeps alive are itself and its key tuple. (With tens of thousands of writes
 queued, every extra long-lived object per write shows up as garbage-collector time.) Its
-``AsyncResult`` is made only when someone asks for one.
+``AsyncResult`` is made only when someone asks for one; a blocking caller waits on a gevent
+``Waiter`` instead (:meth:`PendingWrite.wait_done`), the cheapest way to park a greenlet, and
+the callers of every write finished in one turn of the event loop (all of an acknowledged
+frame) are woken by one loop callback.
 
 ``WriteQueue`` holds the writes not yet sent, one FIFO per partition, visited round-robin.
 Frames built from it touch few partitions, which is what the server's cost per write
@@ -19,6 +22,7 @@ from collections import deque
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 from gevent.event import AsyncResult
+from gevent.hub import Waiter
 
 from ..protocol import fastpath
 from ..protocol.hashing import PARTITION_COUNT, partition_id
@@ -31,18 +35,19 @@ MapKey = Tuple[str, str]
 class PendingWrite:
     """One write: resolved with the achieved level, or an exception."""
 
-    __slots__ = ("map_name", "key", "mk", "pid", "op_type", "value", "ts", "ttl_ms", "id",
-                 "deadline", "done", "level", "error", "_result")
+    # No tuple fields: a queued write is one object for the garbage collector to track, not three
+    # (``mk`` and ``ts`` are built when asked for).
+    __slots__ = ("map_name", "key", "pid", "op_type", "value", "millis", "counter", "node_id", "ttl_ms", "id",
+                 "deadline", "done", "level", "error", "_result", "_waiter")
 
     def __init__(self, map_name: str, key: str, deadline: float, *, op_type: str = "PUT", value: Any = None,
                  ts: Tuple[int, int, str] = (0, 0, ""), ttl_ms: Optional[int] = None) -> None:
         self.map_name = map_name
         self.key = key
-        self.mk: MapKey = (map_name, key)
         self.pid = partition_id(key)
         self.op_type = op_type
         self.value = value
-        self.ts = ts
+        self.millis, self.counter, self.node_id = ts
         self.ttl_ms = ttl_ms
         self.id = ""
         self.deadline = deadline
@@ -50,10 +55,22 @@ class PendingWrite:
         self.level: Any = None
         self.error: Optional[BaseException] = None
         self._result: Optional[AsyncResult] = None
+        self._waiter: Optional[Waiter] = None
+
+    @property
+    def mk(self) -> MapKey:
+        """``(map_name, key)``."""
+        return (self.map_name, self.key)
+
+    @property
+    def ts(self) -> Tuple[int, int, str]:
+        """The HLC timestamp ``(millis, counter, node_id)``."""
+        return (self.millis, self.counter, self.node_id)
 
     def wire(self) -> Dict[str, Any]:
         """The op as it goes into OP_BATCH.payload.ops."""
-        return fastpath.lww_op(self.id, self.map_name, self.key, self.op_type, self.value, self.ts, self.ttl_ms)
+        return fastpath.lww_op(self.id, self.map_name, self.key, self.op_type, self.value,
+                               (self.millis, self.counter, self.node_id), self.ttl_ms)
 
     op = property(wire)  # read-only view for tests and logs
 
@@ -79,6 +96,28 @@ class PendingWrite:
         self.level, self.error = value, exc
         if self._result is not None:
             self._settle(self._result)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            _wake_soon(waiter)
+
+    def wait_done(self) -> None:
+        """Block this greenlet until the write is finished (no timer: the engine's reaper
+        finishes every write by its deadline)."""
+        while not self.done:
+            if self._waiter is not None:    # another greenlet waits already: share the result
+                try:
+                    self.result.get()
+                except BaseException:
+                    if not self.done:
+                        raise
+                return
+            waiter = self._waiter = Waiter()
+            try:
+                waiter.get()
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
 
     def outcome(self) -> Any:
         """The achieved level; raises the write's error (only call once done)."""
@@ -89,6 +128,25 @@ class PendingWrite:
     def __repr__(self) -> str:
         state = "done" if self.done else "pending"
         return f"<PendingWrite {self.map_name}/{self.key!r} id={self.id} p{self.pid} {state}>"
+
+
+# hub -> waiters to wake in its next loop callback (one callback however many writes finish).
+_wakeups: Dict[Any, List[Waiter]] = {}
+
+
+def _wake_soon(waiter: Waiter) -> None:
+    hub = waiter.hub
+    waiters = _wakeups.get(hub)
+    if waiters is None:
+        waiters = _wakeups[hub] = []
+        hub.loop.run_callback(_wake, hub)
+    waiters.append(waiter)
+
+
+def _wake(hub: Any) -> None:
+    # Runs in the hub, as Waiter.switch requires.
+    for waiter in _wakeups.pop(hub, ()):
+        waiter.switch(None)
 
 
 class WriteQueue:

@@ -6,12 +6,16 @@ engine builds their wire dicts directly with these functions, and the message cl
 
 - :func:`lww_record` / :func:`lww_op`: one last-writer-wins op as it goes into
   ``OP_BATCH.payload.ops`` (WIRE.md section 5); the timestamp is an HLC ``(millis, counter,
-  node_id)`` triple.
-- :func:`op_batch`: the OP_BATCH frame dict around a list of op dicts.
+  node_id)`` triple (:func:`timestamp_wire`). Servers always send ``ttlMs``, nil when unset
+  (WIRE.md 4.2): ``lww_record(..., server=True)``.
+- :func:`op_batch`: the OP_BATCH frame dict around a list of op dicts; :func:`op_ack` the
+  OP_ACK frame dict that answers it.
 - :func:`ack_key`: OP_BATCH is acknowledged once, by the OP_ACK carrying its *last* op's id;
   this is the correlation key both the request and its reply map to.
 - :data:`WRITE_CONCERNS`: the level names, weakest first (their order is the order of the
-  guarantees).
+  guarantees); :data:`WRITE_CONCERN_LEVELS` their strengths.
+
+The client engine and the dev server both build these frames with these functions.
 
 Not in here: encoding to bytes (``codec``), queues, batching and resending (``topgun.engine``).
 """
@@ -19,7 +23,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["WRITE_CONCERNS", "WRITE_CONCERN_LEVELS", "lww_record", "lww_op", "op_batch", "ack_key"]
+__all__ = ["WRITE_CONCERNS", "WRITE_CONCERN_LEVELS", "timestamp_wire", "lww_record", "lww_op", "op_batch", "op_ack",
+           "ack_key"]
 
 #: The write-concern names, weakest guarantee first.
 WRITE_CONCERNS: Tuple[str, ...] = ("FIRE_AND_FORGET", "MEMORY", "APPLIED", "REPLICATED", "PERSISTED")
@@ -27,10 +32,17 @@ WRITE_CONCERNS: Tuple[str, ...] = ("FIRE_AND_FORGET", "MEMORY", "APPLIED", "REPL
 WRITE_CONCERN_LEVELS: Dict[str, int] = {name: i for i, name in enumerate(WRITE_CONCERNS)}
 
 
-def lww_record(value: Any, timestamp: Dict[str, Any], ttl_ms: Optional[int] = None) -> Dict[str, Any]:
-    """An LWW record dict: ``value``, ``timestamp`` (already a wire dict) and ``ttlMs`` if set."""
+def timestamp_wire(millis: int, counter: int, node_id: str) -> Dict[str, Any]:
+    """An HLC timestamp as it goes on the wire."""
+    return {"millis": millis, "counter": counter, "nodeId": node_id}
+
+
+def lww_record(value: Any, timestamp: Dict[str, Any], ttl_ms: Optional[int] = None, *,
+               server: bool = False) -> Dict[str, Any]:
+    """An LWW record dict: ``value``, ``timestamp`` (already a wire dict) and ``ttlMs`` if set
+    (always, nil when unset, with ``server=True``: what servers send)."""
     record = {"value": value, "timestamp": timestamp}
-    if ttl_ms is not None:
+    if ttl_ms is not None or server:
         record["ttlMs"] = ttl_ms
     return record
 
@@ -38,7 +50,9 @@ def lww_record(value: Any, timestamp: Dict[str, Any], ttl_ms: Optional[int] = No
 def lww_op(op_id: str, map_name: str, key: str, op_type: str, value: Any, ts: Sequence[Any],
            ttl_ms: Optional[int] = None) -> Dict[str, Any]:
     """One PUT or REMOVE op for ``OP_BATCH.payload.ops``; ``ts`` is ``(millis, counter, node_id)``."""
-    record = lww_record(value, {"millis": ts[0], "counter": ts[1], "nodeId": ts[2]}, ttl_ms)
+    record = {"value": value, "timestamp": {"millis": ts[0], "counter": ts[1], "nodeId": ts[2]}}
+    if ttl_ms is not None:
+        record["ttlMs"] = ttl_ms
     return {"id": op_id, "mapName": map_name, "key": key, "opType": op_type, "record": record}
 
 
@@ -51,6 +65,14 @@ def op_batch(ops: List[Dict[str, Any]], write_concern: Optional[str] = None,
     if timeout is not None:
         payload["timeout"] = timeout
     return {"type": "OP_BATCH", "payload": payload}
+
+
+def op_ack(last_id: str, achieved_level: Optional[str] = None) -> Dict[str, Any]:
+    """The OP_ACK frame dict for the OP_BATCH whose last op has id ``last_id``."""
+    payload: Dict[str, Any] = {"lastId": last_id}
+    if achieved_level is not None:
+        payload["achievedLevel"] = achieved_level
+    return {"type": "OP_ACK", "payload": payload}
 
 
 def ack_key(last_op_id: Optional[str]) -> Tuple[str, Optional[str]]:

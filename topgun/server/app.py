@@ -27,7 +27,7 @@ from gevent.pool import Pool
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.server import WebSocketServer
 
-from .frames import MAX_CLIENT_FRAME, MAX_PEER_FRAME, FrameSocket, OutboundBudget
+from .frames import MAX_CLIENT_FRAME, MAX_PEER_FRAME, FrameSocket, OutboundBudget, direct_reader
 
 __all__ = ["make_server"]
 
@@ -110,7 +110,7 @@ def make_server(name: str, host: str, port: int, group: Pool, *, serve_client: S
         except OSError:
             pass
         peer = path == "/cluster"
-        fs = FrameSocket(handler.rfile.read1, sock, spawn=group.spawn,
+        fs = FrameSocket(direct_reader(handler.rfile, sock), sock, spawn=group.spawn,
                          max_size=MAX_PEER_FRAME if peer else MAX_CLIENT_FRAME, name=f"{name}{path}",
                          budget=None if peer else client_budget)
         # We own the socket from here on: stop gevent-websocket from writing its own close frame.

@@ -28,13 +28,15 @@ import os
 from typing import Any, Callable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
+from gevent import get_hub
 from gevent import socket as gsocket
 from gevent.event import Event
 
 from topgun.errors import RemoteProtocolError
 from topgun.protocol.wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, header
 
-__all__ = ["FrameSocket", "FrameTooLarge", "OutboundBudget", "dial", "MAX_CLIENT_FRAME", "MAX_PEER_FRAME"]
+__all__ = ["FrameSocket", "FrameTooLarge", "OutboundBudget", "dial", "direct_reader", "MAX_CLIENT_FRAME",
+           "MAX_PEER_FRAME"]
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +77,47 @@ class OutboundBudget:
         return f"<OutboundBudget {self.total}/{self.limit} sockets={len(self.sockets)} shed={self.shed}>"
 
 
+def direct_reader(rfile: Any, sock: Any) -> Callable[[int], bytes]:
+    """A ``read1`` that empties ``rfile``'s buffer once, then reads the socket directly.
+
+    The buffered file (and its ``SocketIO``) costs two layers of Python per read; the socket
+    itself is gevent's. The first read asks for at least ``_READ`` bytes, more than the
+    file's buffer holds, so it takes whatever the handshake read ahead and leaves it empty.
+    """
+    first = [True]
+    recv = sock.recv
+    raw = getattr(sock, "_sock", None) if type(sock) is gsocket.socket else None
+    if raw is not None:
+        # A plain gevent socket: wait for readability on its own watcher, then read the OS
+        # socket, instead of gevent's recv(), which tries first and raises EAGAIN: almost every
+        # read on these sockets follows a drained buffer. A socket closed meanwhile makes the
+        # wait raise OSError, as recv() would.
+        wait, event = sock._wait, sock._read_event
+
+        def recv(n: int) -> bytes:
+            while True:
+                wait(event)
+                try:
+                    return raw.recv(n)  # type: ignore[no-any-return]
+                except BlockingIOError:
+                    continue
+
+    def read1(n: int) -> bytes:
+        if first[0]:
+            first[0] = False
+            return rfile.read1(max(n, _READ))  # type: ignore[no-any-return]
+        return recv(n)  # type: ignore[no-any-return]
+    return read1
+
+
 class FrameSocket:
     """One WebSocket connection after the handshake: ``recv()`` in one greenlet, ``send()`` from any.
 
-    Writes are queued and flushed by one writer greenlet (spawned with ``spawn``), so frames
-    from many greenlets never interleave and a burst of small frames costs one ``sendall``.
+    Writes are queued and written once per event-loop turn, so frames from many greenlets
+    never interleave and a burst of small frames costs one ``send``: a plain socket is
+    written from a loop callback, without blocking (no greenlet switch per frame); what the
+    kernel does not take at once, and everything of a TLS socket, goes through one writer
+    greenlet (spawned with ``spawn``), which blocks in ``sendall``.
 
     Args:
         read1: reads up to n bytes with at most one socket read (``BufferedReader.read1`` of
@@ -107,6 +145,12 @@ class FrameSocket:
         if budget is not None:
             budget.sockets.add(self)
         self._wake = Event()
+        # The non-blocking OS socket under a plain gevent socket (None for TLS: the writer
+        # greenlet does all its writes).
+        self._raw = getattr(sock, "_sock", None) if type(sock) is gsocket.socket else None
+        self._loop = get_hub().loop
+        self._scheduled = False     # a loop callback will write what is queued
+        self._busy = False          # the writer greenlet is in sendall
         self._writer = spawn(self._write_loop)
 
     # -- reading
@@ -171,7 +215,9 @@ class FrameSocket:
         self._out.append(header(OP_BINARY, len(data), self._key))
         self._out.append(data)
         self._out_bytes += len(data)
-        self._wake.set()
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.run_callback(self._flush_soon)
         budget = self._budget
         if budget is not None:
             budget.total += len(data)
@@ -200,6 +246,33 @@ class FrameSocket:
             self._out.append(frame)
             self._wake.set()
 
+    def _flush_soon(self) -> None:
+        # Runs in the hub, so it must not block: what the kernel does not take now is left
+        # to the writer greenlet, in order (nothing is written while the writer is busy).
+        self._scheduled = False
+        raw = self._raw
+        if raw is None or self._busy or self.closed or not self._out:
+            self._wake.set()
+            return
+        out, self._out = self._out, []
+        data = b"".join(out)
+        del out
+        try:
+            sent = raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.closed = True
+            self._wake.set()    # the writer gives the budget back and closes the socket
+            return
+        if sent == len(data):
+            if self._budget is not None:
+                self._budget.total -= self._out_bytes
+            self._out_bytes = 0
+            return
+        self._out.insert(0, data[sent:])  # its bytes stay counted until the writer is done
+        self._wake.set()
+
     def _write_loop(self) -> None:
         wake, sock = self._wake, self.sock
         while True:
@@ -209,6 +282,7 @@ class FrameSocket:
                 out, self._out = self._out, []
                 self._inflight += self._out_bytes
                 self._out_bytes = 0
+                self._busy = True
                 try:
                     data = b"".join(out)
                     del out
@@ -224,6 +298,8 @@ class FrameSocket:
                     self.closed = True
                     self._abort()
                     return
+                finally:
+                    self._busy = False
             if self.closed:
                 self._abort()
                 return
@@ -296,5 +372,5 @@ def dial(url: str, path: str, *, timeout: float, spawn: Callable[..., Any],
     except BaseException:
         sock.close()
         raise
-    return FrameSocket(rfile.read1, sock, spawn=spawn, client=True, max_size=max_size, name=name)
+    return FrameSocket(direct_reader(rfile, sock), sock, spawn=spawn, client=True, max_size=max_size, name=name)
 

@@ -37,7 +37,7 @@ from gevent.event import Event
 from gevent.pool import Pool
 
 from topgun.clock import Clock, GeventClock
-from topgun.protocol import codec
+from topgun.protocol import codec, fastpath
 from topgun.protocol.hlc import HLC
 
 from . import app as _app
@@ -416,7 +416,7 @@ class Node:
         last = tail.get("id") if isinstance(tail, dict) else None
         last_id = last if type(last) is str else "unknown"
         if not ops:
-            conn.send_wire({"type": "OP_ACK", "payload": {"lastId": "unknown"}})
+            conn.send_wire(fastpath.op_ack("unknown"))
             return
         self._write(conn, ops, p.get("writeConcern"), last_id)
 
@@ -453,8 +453,7 @@ class Node:
                 conn.error(503, "write not confirmed by the partition owner before the deadline",
                            {"lastId": last_id})
                 return
-            conn.send_wire({"type": "OP_ACK", "payload": {
-                "lastId": last_id, "achievedLevel": LEVEL_NAMES.get(achieved, "APPLIED")}})
+            conn.send_wire(fastpath.op_ack(last_id, LEVEL_NAMES.get(achieved, "APPLIED")))
 
         self.writer.write(writes, level, (self.node_id, conn.cid), done,
                           self.clock.monotonic() + WRITE_DEADLINE_S)

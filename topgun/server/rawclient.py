@@ -12,6 +12,8 @@ import msgpack
 from gevent.pool import Pool
 from gevent.queue import Empty, Queue
 
+from topgun.protocol import fastpath
+
 from .frames import MAX_PEER_FRAME, FrameSocket, dial, split_ws_url
 
 __all__ = ["RawClient", "lww_op"]
@@ -19,12 +21,10 @@ __all__ = ["RawClient", "lww_op"]
 
 def lww_op(map_name: str, key: str, value: Any, millis: int, counter: int = 0, node_id: str = "client",
            op_id: Optional[str] = None, op_type: str = "PUT") -> Dict[str, Any]:
-    """One ClientOp dict for a put (or, with ``op_type="REMOVE"``, a remove)."""
-    op: Dict[str, Any] = {"mapName": map_name, "key": key, "opType": op_type,
-                          "record": {"value": value,
-                                     "timestamp": {"millis": millis, "counter": counter, "nodeId": node_id}}}
-    if op_id is not None:
-        op["id"] = op_id
+    """One ClientOp dict for a put (or, with ``op_type="REMOVE"``, a remove); no ``id`` without ``op_id``."""
+    op = fastpath.lww_op(op_id or "", map_name, key, op_type, value, (millis, counter, node_id))
+    if op_id is None:
+        del op["id"]
     return op
 
 

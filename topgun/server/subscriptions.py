@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
 
-from topgun.protocol import codec
+from topgun.protocol import codec, fastpath
 
 from .membership import Membership
 from .ormaps import SHADOW, is_shadow, or_event
@@ -48,8 +48,7 @@ Item = Tuple[str, Any, Tuple[int, int, str]]
 
 
 def _record_wire(w: Write) -> Dict[str, Any]:
-    return {"value": w.value, "timestamp": {"millis": w.millis, "counter": w.counter, "nodeId": w.node_id},
-            "ttlMs": w.ttl}
+    return fastpath.lww_record(w.value, fastpath.timestamp_wire(w.millis, w.counter, w.node_id), w.ttl, server=True)
 
 
 class Subscriptions:

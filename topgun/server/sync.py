@@ -36,6 +36,7 @@ import re
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from topgun.clock import Clock, GeventClock
+from topgun.protocol import fastpath
 from topgun.protocol.hashing import PARTITION_COUNT
 from topgun.protocol.hlc import Timestamp
 
@@ -59,8 +60,8 @@ _SLICE_S = 0.02     # longest run of Merkle computation between two yields to th
 
 def _leaf_record(key: str, rec: Any) -> Dict[str, Any]:
     ts = rec[0]
-    return {"key": key, "record": {"value": rec[1], "timestamp": {"millis": ts[0], "counter": ts[1],
-                                                                  "nodeId": ts[2]}, "ttlMs": None}}
+    # Leaf records carry ttlMs nil whatever the record holds, as the real server's do (WIRE.md).
+    return {"key": key, "record": fastpath.lww_record(rec[1], fastpath.timestamp_wire(*ts), None, server=True)}
 
 
 class MerkleSync:

@@ -27,6 +27,7 @@ import logging
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from topgun.clock import Clock
+from topgun.protocol.fastpath import WRITE_CONCERN_LEVELS, WRITE_CONCERNS
 
 from .membership import Membership
 from .store import NO_CHANGE, Store, Write, pid_of
@@ -37,9 +38,9 @@ __all__ = ["Writer", "BadFrame", "Unsupported", "LimitExceeded", "LEVELS", "LEVE
 
 log = logging.getLogger(__name__)
 
-LEVELS = {"FIRE_AND_FORGET": 0, "MEMORY": 1, "APPLIED": 2, "REPLICATED": 3, "PERSISTED": 4}
-LEVEL_NAMES = {v: k for k, v in LEVELS.items()}
-APPLIED, REPLICATED = 2, 3
+LEVELS = WRITE_CONCERN_LEVELS         # name -> strength, shared with the client
+LEVEL_NAMES = dict(enumerate(WRITE_CONCERNS))
+APPLIED, REPLICATED = LEVELS["APPLIED"], LEVELS["REPLICATED"]
 WRITE_DEADLINE_S = 8.0
 MAX_HOPS = 3
 RETRY_PAUSE_S = 0.1

@@ -110,6 +110,9 @@ def test_own_writes_are_seen_at_once_and_ttl_and_size_bound_the_cache(
     assert _until_hit(client, users, "k") == 1
     users.set("k", 2)
     assert users.get("k") == 2                            # never the cached 1
+    assert _until_hit(client, users, "k") == 2
+    users.put_all({"k": 3})
+    assert users.get("k") == 3                            # put_all drops the cached 2 as set() does
     users.remove("k")
     assert users.get("k", "none") == "none"
     for i in range(5):
