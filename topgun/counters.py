@@ -31,15 +31,15 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Union
+from typing import Any, Callable, Dict, List, Optional, Protocol, Union
 
 import gevent
-from gevent.queue import Empty, Queue
 
 from . import threads
 from .binding import Bindings
+from .delivery import Delivery
 from .engine.requests import RequestRunner
-from .errors import ClientClosed, ConfigurationError, OperationTimeout, RemoteProtocolError
+from .errors import ClientClosed, ConfigurationError, RemoteProtocolError
 from .protocol import messages as m
 from .transport.connection import Connection
 
@@ -220,14 +220,13 @@ def _registry(sub: "CounterSubscription") -> CounterRegistry:
     return sub._registry
 
 
-class CounterSubscription:
+class CounterSubscription(Delivery[Number]):
     """New values of one counter: iterate it, call :meth:`get`, or pass ``on_update``; ``close()`` it."""
 
     def __init__(self, registry: CounterRegistry, name: str, on_update: Optional[Callable[[Number], None]]) -> None:
         self._registry = registry
         self.name = name
-        self._on_update = on_update
-        self._queue: "Queue[Number]" = Queue()
+        self._init_delivery(on_update)
         self._last: Optional[Number] = registry.state(name).value
         self.closed = False
 
@@ -240,39 +239,12 @@ class CounterSubscription:
         if self.closed or value == self._last:
             return
         self._last = value
-        if self._on_update is None:
-            self._queue.put(value)
-            return
-        try:
-            self._on_update(value)
-        except Exception:  # user code must not break delivery to others
-            log.exception("on_update callback of counter %r failed", self.name)
-
-    @threads.blocking(none_waits_forever=True, host=_registry)
-    def get(self, timeout: Optional[float] = None) -> Number:
-        """The next new value (only without ``on_update``). Raises OperationTimeout after ``timeout``."""
-        try:
-            return self._queue.get(timeout=timeout)  # type: ignore[no-any-return]
-        except Empty:
-            raise OperationTimeout(f"no update of counter {self.name!r} within {timeout}s") from None
-
-    def __iter__(self) -> Iterator[Number]:
-        while not self.closed:
-            try:
-                yield self.get(0.5)
-            except OperationTimeout:
-                continue
+        self._hand_over(value)
 
     def close(self) -> None:
         """Stop delivering (the server has no unsubscribe for counters; its updates are ignored)."""
         self.closed = True
         self._registry.forget(self)
-
-    def __enter__(self) -> "CounterSubscription":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<CounterSubscription {self.name} {'closed' if self.closed else 'live'} value={self.value}>"

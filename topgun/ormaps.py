@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
-
-from gevent.queue import Empty, Queue
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import threads
+from .delivery import Delivery
 from .engine.ormap_reads import ORRecord, read_keys, walk
 from .errors import ClientClosed, ConfigurationError, OperationTimeout, RemoteProtocolError, TopGunError
 from .maps import RuntimeSource, _check_key, _check_value
@@ -287,7 +286,7 @@ def _registry(sub: "ORMapSubscription") -> ORMapRegistry:
     return sub._registry
 
 
-class ORMapSubscription:
+class ORMapSubscription(Delivery[ORChange]):
     """Adds and removes of one OR-map. Iterate it, or pass ``on_change``; always ``close()`` it."""
 
     def __init__(self, registry: ORMapRegistry, handle: ORMapHandle,
@@ -296,8 +295,7 @@ class ORMapSubscription:
         self._handle = handle
         self.map_name = handle.name
         self.sub_id = uuid.uuid4().hex
-        self._on_change = on_change
-        self._queue: "Queue[ORChange]" = Queue()
+        self._init_delivery(on_change)
         self._records: Dict[str, Dict[str, Any]] = {}   # key -> tag -> value
         self._attached: Dict[int, Tuple[Connection, str]] = {}  # connection id -> (conn, queryId)
         self.closed = False
@@ -393,30 +391,9 @@ class ORMapSubscription:
             self._diff(key, {r.tag: r.value for r in recs})
 
     def _emit(self, change: ORChange) -> None:
-        if self._on_change is None:
-            self._queue.put(change)
-            return
-        try:
-            self._on_change(change)
-        except Exception:  # user code must not break delivery to others
-            log.exception("on_change callback of OR-map subscription %s failed", self.sub_id[:8])
+        self._hand_over(change)
 
     # -- public
-
-    @threads.blocking(none_waits_forever=True, host=_registry)
-    def get(self, timeout: Optional[float] = None) -> ORChange:
-        """Next change (only without ``on_change``). Raises OperationTimeout after ``timeout``."""
-        try:
-            return self._queue.get(timeout=timeout)
-        except Empty:
-            raise OperationTimeout(f"no change on OR-map {self.map_name!r} within {timeout}s") from None
-
-    def __iter__(self) -> Iterator[ORChange]:
-        while not self.closed:
-            try:
-                yield self.get(0.5)
-            except OperationTimeout:
-                continue
 
     def _detach_all(self) -> None:
         attached, self._attached = self._attached, {}
@@ -435,12 +412,6 @@ class ORMapSubscription:
         self.closed = True
         self._registry.forget(self)
         self._detach_all()
-
-    def __enter__(self) -> "ORMapSubscription":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "live"

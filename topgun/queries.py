@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import gevent
-from gevent.queue import Empty, Queue
 
 from . import threads
 from .clock import Clock
+from .delivery import Delivery
 from .engine.reads import walk_all
 from .engine.requests import RequestRunner
-from .errors import ClientClosed, ConfigurationError, OperationTimeout, RemoteProtocolError, ServerError, TopGunError
+from .errors import ClientClosed, ConfigurationError, RemoteProtocolError, ServerError, TopGunError
 from .protocol import messages as m
 from .transport.connection import Connection
 
@@ -227,7 +227,7 @@ def _registry(sub: "Subscription") -> QueryRegistry:
     return sub._registry
 
 
-class Subscription:
+class Subscription(Delivery[Change]):
     """A live query. Iterate it, or pass ``on_change``; always ``close()`` it (or use ``with``)."""
 
     def __init__(self, registry: QueryRegistry, map_name: str, query: Dict[str, Any], fields: Optional[List[str]],
@@ -237,8 +237,7 @@ class Subscription:
         self.query = query
         self.fields = fields
         self.query_id = uuid.uuid4().hex
-        self._on_change = on_change
-        self._queue: "Queue[Change]" = Queue()
+        self._init_delivery(on_change)
         self.results: Dict[str, Any] = {}
         self.conn: Any = None
         self.closed = False
@@ -299,13 +298,7 @@ class Subscription:
         self._emit(Change(update.key, update.value, update.change_type))
 
     def _emit(self, change: Change) -> None:
-        if self._on_change is None:
-            self._queue.put(change)
-            return
-        try:
-            self._on_change(change)
-        except Exception:  # user code must not break delivery to others
-            log.exception("on_change callback of query %s failed", self.query_id)
+        self._hand_over(change)
 
     def _connection_lost(self) -> None:
         """Resubscribe elsewhere, for as long as the subscription is open."""
@@ -325,21 +318,6 @@ class Subscription:
 
     # public ------------------------------------------------------------------------
 
-    @threads.blocking(none_waits_forever=True, host=_registry)
-    def get(self, timeout: Optional[float] = None) -> Change:
-        """Next change (only without ``on_change``). Raises OperationTimeout after ``timeout``."""
-        try:
-            return self._queue.get(timeout=timeout)
-        except Empty:
-            raise OperationTimeout(f"no change on query {self.query_id} within {timeout}s") from None
-
-    def __iter__(self) -> Iterator[Change]:
-        while not self.closed:
-            try:
-                yield self.get(0.5)  # through get(): callable from any thread
-            except OperationTimeout:
-                continue
-
     @threads.blocking(wait=5.0, host=_registry)
     def close(self) -> None:
         """Stop receiving changes and unsubscribe on the server."""
@@ -354,12 +332,6 @@ class Subscription:
             except TopGunError:
                 pass  # the connection is going away; nothing left to unsubscribe from
         gevent.sleep(0)
-
-    def __enter__(self) -> "Subscription":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "live"

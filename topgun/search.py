@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import gevent
-from gevent.queue import Empty, Queue
 
 from . import threads
+from .delivery import Delivery
 from .engine.ormap_reads import read_keys
 from .engine.reads import MISSING, point_read
 from .errors import ClientClosed, ConfigurationError, OperationTimeout, RemoteProtocolError, TopGunError
@@ -214,7 +214,7 @@ def _registry(sub: "SearchSubscription") -> SearchRegistry:
     return sub._registry
 
 
-class SearchSubscription:
+class SearchSubscription(Delivery[SearchChange]):
     """A live search: ``results`` follow the server's ENTER/UPDATE/LEAVE pushes. Always ``close()`` it."""
 
     def __init__(self, registry: SearchRegistry, map_name: str, text: str, options: Dict[str, Any],
@@ -223,8 +223,7 @@ class SearchSubscription:
         self.map_name = map_name
         self.text = text
         self.options = options
-        self._on_change = on_change
-        self._queue: "Queue[SearchChange]" = Queue()
+        self._init_delivery(on_change)
         self._per_node: Dict[int, Tuple[Connection, str, Dict[str, SearchResult]]] = {}
         self._orphans: Dict[str, SearchResult] = {}   # results of nodes whose connection was lost
         self.closed = False
@@ -298,28 +297,7 @@ class SearchSubscription:
         self._emit(SearchChange(u.key, u.change_type, float(u.score or 0.0), list(u.matched_terms or ()), u.value))
 
     def _emit(self, change: SearchChange) -> None:
-        if self._on_change is None:
-            self._queue.put(change)
-            return
-        try:
-            self._on_change(change)
-        except Exception:  # user code must not break delivery to others
-            log.exception("on_change callback of a live search on %s failed", self.map_name)
-
-    @threads.blocking(none_waits_forever=True, host=_registry)
-    def get(self, timeout: Optional[float] = None) -> SearchChange:
-        """Next change (only without ``on_change``). Raises OperationTimeout after ``timeout``."""
-        try:
-            return self._queue.get(timeout=timeout)
-        except Empty:
-            raise OperationTimeout(f"no change on the live search of {self.map_name!r} within {timeout}s") from None
-
-    def __iter__(self) -> Iterator[SearchChange]:
-        while not self.closed:
-            try:
-                yield self.get(0.5)
-            except OperationTimeout:
-                continue
+        self._hand_over(change)
 
     def _unsubscribe_all(self) -> None:
         nodes, self._per_node = self._per_node, {}
@@ -339,12 +317,6 @@ class SearchSubscription:
         self.closed = True
         self._registry.forget(self)
         self._unsubscribe_all()
-
-    def __enter__(self) -> "SearchSubscription":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "live"

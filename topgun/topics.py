@@ -30,15 +30,15 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Protocol
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol
 
 import gevent
-from gevent.queue import Empty, Queue
 
 from . import threads
 from .binding import Bindings
+from .delivery import Delivery
 from .engine.requests import RequestRunner
-from .errors import ClientClosed, ConfigurationError, OperationTimeout
+from .errors import ClientClosed, ConfigurationError
 from .protocol import messages as m
 from .transport.connection import Connection
 
@@ -167,15 +167,14 @@ def _registry(sub: "TopicSubscription") -> TopicRegistry:
     return sub._registry
 
 
-class TopicSubscription:
+class TopicSubscription(Delivery[TopicMessage]):
     """Messages of one topic: iterate it, call :meth:`get`, or pass a callback; ``close()`` it."""
 
     def __init__(self, registry: TopicRegistry, topic: str,
                  callback: Optional[Callable[[TopicMessage], None]]) -> None:
         self._registry = registry
         self.topic = topic
-        self._callback = callback
-        self._queue: "Queue[TopicMessage]" = Queue()
+        self._init_delivery(callback)
         self.closed = False
         self.received = 0
 
@@ -183,28 +182,7 @@ class TopicSubscription:
         if self.closed:
             return
         self.received += 1
-        if self._callback is None:
-            self._queue.put(message)
-            return
-        try:
-            self._callback(message)
-        except Exception:  # user code must not break delivery to others
-            log.exception("callback of topic %r failed", self.topic)
-
-    @threads.blocking(none_waits_forever=True, host=_registry)
-    def get(self, timeout: Optional[float] = None) -> TopicMessage:
-        """The next message (only without a callback). Raises OperationTimeout after ``timeout``."""
-        try:
-            return self._queue.get(timeout=timeout)  # type: ignore[no-any-return]
-        except Empty:
-            raise OperationTimeout(f"no message on topic {self.topic!r} within {timeout}s") from None
-
-    def __iter__(self) -> Iterator[TopicMessage]:
-        while not self.closed:
-            try:
-                yield self.get(0.5)  # through get(): callable from any thread
-            except OperationTimeout:
-                continue
+        self._hand_over(message)
 
     @threads.blocking(wait=5.0, host=_registry)
     def close(self) -> None:
@@ -213,12 +191,6 @@ class TopicSubscription:
             return
         self.closed = True
         self._registry.forget(self)
-
-    def __enter__(self) -> "TopicSubscription":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<TopicSubscription {self.topic} {'closed' if self.closed else 'live'} received={self.received}>"

@@ -1,0 +1,74 @@
+"""Delivery: the half every subscription shares (live queries, topics, counters, OR-maps, live search).
+
+A subscription hands each item it receives to :meth:`Delivery._hand_over`: to its callback if it
+was given one (run on the client's reader greenlet; a callback that raises is logged and the next
+item still arrives), else into a queue that :meth:`Delivery.get` and iteration read, from any
+thread. ``with`` closes the subscription.
+
+Not in here: subscribing and resubscribing after reconnects, what an item is, and ``close()``
+itself (each subscription unsubscribes in its own way); a subclass provides ``close()``,
+``closed`` and ``_registry`` (whose ``home`` runs the blocking calls).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Generic, Iterator, Optional, TypeVar
+
+from gevent.queue import Empty, Queue
+
+from . import threads
+from .errors import OperationTimeout
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Delivery"]
+
+T = TypeVar("T")
+
+
+def _registry(sub: Any) -> Any:
+    return sub._registry
+
+
+class Delivery(Generic[T]):
+    """Callback or queue, ``get(timeout)``, iteration and ``with`` for one subscription."""
+
+    closed: bool
+    _registry: Any
+
+    def _init_delivery(self, callback: Optional[Callable[[T], None]]) -> None:
+        self._callback = callback
+        self._queue: "Queue[T]" = Queue()
+
+    def _hand_over(self, item: T) -> None:
+        if self._callback is None:
+            self._queue.put(item)
+            return
+        try:
+            self._callback(item)
+        except Exception:  # user code must not break delivery of the next item
+            log.exception("the callback of %r failed", self)
+
+    @threads.blocking(none_waits_forever=True, host=_registry)
+    def get(self, timeout: Optional[float] = None) -> T:
+        """The next item (only without a callback). Raises OperationTimeout after ``timeout``."""
+        try:
+            return self._queue.get(timeout=timeout)
+        except Empty:
+            raise OperationTimeout(f"nothing new on {self!r} within {timeout}s") from None
+
+    def __iter__(self) -> Iterator[T]:
+        while not self.closed:
+            try:
+                yield self.get(0.5)  # through get(): callable from any thread
+            except OperationTimeout:
+                continue
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
