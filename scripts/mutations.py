@@ -55,9 +55,10 @@ MUTATIONS = [
         "the dev server acknowledges REPLICATED writes without copying them to the backup"),
     Mutation(
         "engine-per-key-in-flight-guard-removed", "topgun/engine/engine.py",
-        "if w.mk in busy:  # an earlier write to this key is in flight: keep order",
+        "if in_flight is not None and w.key in in_flight:  # an earlier write to it is in flight: keep order",
         "if False:  # mutated: the per-key in-flight guard is gone",
-        (f"{CHAOS}::test_sigkill_of_an_owner_loses_no_acknowledged_write",),
+        (f"{CHAOS}::test_sigkill_of_an_owner_loses_no_acknowledged_write",
+         "tests/unit/test_engine_properties.py", "tests/unit/test_engine.py"),
         "more than one write per key in flight: acks (and, on failover, resends) out of order"),
     Mutation(
         "refresh-interval-hard-coded-30s", "topgun/cluster/provider.py",
