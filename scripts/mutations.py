@@ -57,8 +57,7 @@ MUTATIONS = [
         "engine-per-key-in-flight-guard-removed", "topgun/engine/engine.py",
         "if in_flight is not None and w.key in in_flight:  # an earlier write to it is in flight: keep order",
         "if False:  # mutated: the per-key in-flight guard is gone",
-        (f"{CHAOS}::test_sigkill_of_an_owner_loses_no_acknowledged_write",
-         "tests/unit/test_engine_properties.py", "tests/unit/test_engine.py"),
+        ("tests/system/realcluster/test_real_chaos.py::test_sigstop_of_the_master_stalls_only_its_keys_and_loses_no_acknowledged_write",),
         "more than one write per key in flight: acks (and, on failover, resends) out of order"),
     Mutation(
         "refresh-interval-hard-coded-30s", "topgun/cluster/provider.py",
