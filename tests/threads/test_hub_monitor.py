@@ -37,6 +37,8 @@ SUBSET = [
     "tests/integration/test_websocket_transport.py",        # the transport: frames, pings, closes
     "tests/integration/realserver/test_crud.py",            # the client against the real server
     "tests/integration/realserver/test_live_queries.py",
+    "tests/integration/storage/test_near_cache.py",          # near cache fed by events, cleared on loss
+    "tests/unit/storage/test_outbox.py",                     # SQLite outbox: commits on the hub
     "tests/integration/realserver/test_reconnect.py",
 ]
 # Not tests/threads/test_thread_modes.py: its tests block plain OS threads on purpose (a thread
