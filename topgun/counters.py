@@ -241,10 +241,8 @@ class CounterSubscription(Delivery[Number]):
         self._last = value
         self._hand_over(value)
 
-    def close(self) -> None:
+    def _release(self) -> None:
         """Stop delivering (the server has no unsubscribe for counters; its updates are ignored)."""
-        self.closed = True
-        self._registry.forget(self)
 
     def __repr__(self) -> str:
         return f"<CounterSubscription {self.name} {'closed' if self.closed else 'live'} value={self.value}>"

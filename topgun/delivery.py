@@ -6,8 +6,8 @@ item still arrives), else into a queue that :meth:`Delivery.get` and iteration r
 thread. ``with`` closes the subscription.
 
 Not in here: subscribing and resubscribing after reconnects, what an item is, and ``close()``
-itself (each subscription unsubscribes in its own way); a subclass provides ``close()``,
-``closed`` and ``_registry`` (whose ``home`` runs the blocking calls).
+itself beyond its template (each subscription unsubscribes in its own way: ``_release()``); a
+subclass provides ``_release()``, ``closed`` and ``_registry`` (whose ``home`` runs the blocking calls).
 """
 from __future__ import annotations
 
@@ -64,8 +64,17 @@ class Delivery(Generic[T]):
             except OperationTimeout:
                 continue
 
+    @threads.blocking(wait=5.0, host=_registry)
     def close(self) -> None:
-        raise NotImplementedError
+        """Stop receiving, and unsubscribe on the server as this kind of subscription does."""
+        if self.closed:
+            return
+        self.closed = True
+        self._registry.forget(self)
+        self._release()
+
+    def _release(self) -> None:
+        """What a closed subscription undoes on the server (QUERY_UNSUB, SEARCH_UNSUB, ...)."""
 
     def __enter__(self) -> Any:
         return self

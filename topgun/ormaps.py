@@ -404,13 +404,8 @@ class ORMapSubscription(Delivery[ORChange]):
                 except TopGunError:
                     pass  # the connection is going away; nothing left to unsubscribe from
 
-    @threads.blocking(wait=5.0, host=_registry)
-    def close(self) -> None:
+    def _release(self) -> None:
         """Stop receiving changes and unsubscribe on the server (QUERY_UNSUB on every node)."""
-        if self.closed:
-            return
-        self.closed = True
-        self._registry.forget(self)
         self._detach_all()
 
     def __repr__(self) -> str:

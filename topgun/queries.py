@@ -318,13 +318,8 @@ class Subscription(Delivery[Change]):
 
     # public ------------------------------------------------------------------------
 
-    @threads.blocking(wait=5.0, host=_registry)
-    def close(self) -> None:
+    def _release(self) -> None:
         """Stop receiving changes and unsubscribe on the server."""
-        if self.closed:
-            return
-        self.closed = True
-        self._registry.forget(self)
         conn = self.conn
         if conn is not None and conn.is_open:
             try:

@@ -29,7 +29,6 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import gevent
 
-from . import threads
 from .delivery import Delivery
 from .engine.ormap_reads import read_keys
 from .engine.reads import MISSING, point_read
@@ -309,13 +308,8 @@ class SearchSubscription(Delivery[SearchChange]):
                 except TopGunError:
                     pass  # the connection is going away; nothing left to unsubscribe from
 
-    @threads.blocking(wait=5.0, host=_registry)
-    def close(self) -> None:
+    def _release(self) -> None:
         """Stop receiving changes and send SEARCH_UNSUB (2.2.0 keeps a closed socket's searches otherwise)."""
-        if self.closed:
-            return
-        self.closed = True
-        self._registry.forget(self)
         self._unsubscribe_all()
 
     def __repr__(self) -> str:

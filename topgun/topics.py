@@ -184,13 +184,8 @@ class TopicSubscription(Delivery[TopicMessage]):
         self.received += 1
         self._hand_over(message)
 
-    @threads.blocking(wait=5.0, host=_registry)
-    def close(self) -> None:
+    def _release(self) -> None:
         """Stop receiving; the last subscription of a topic sends TOPIC_UNSUB."""
-        if self.closed:
-            return
-        self.closed = True
-        self._registry.forget(self)
 
     def __repr__(self) -> str:
         return f"<TopicSubscription {self.topic} {'closed' if self.closed else 'live'} received={self.received}>"
