@@ -278,6 +278,14 @@ class Membership:
         Raises:
             OSError: it did not complete the handshake in time, or did not prove the secret.
         """
+        fs, ident, version = self._handshake(url)
+        peer = self._register(*ident, dial=False)
+        peer.version = version
+        self._use_link(peer, fs)
+        return peer
+
+    def _handshake(self, url: str) -> Tuple[FrameSocket, Tuple[str, str, str], Optional[int]]:
+        """A new link to ``url`` after the handshake: (link, the node's identity, its map version)."""
         fs = dial(url, "/cluster", timeout=DIAL_TIMEOUT_S, spawn=self.spawn, name=f"{self.node_id}->{url}")
         try:
             with gevent.Timeout(HELLO_TIMEOUT_S, OSError(f"{url}: link handshake timed out")):
@@ -300,17 +308,20 @@ class Membership:
         except BaseException:
             fs.close()
             raise
-        peer = self._register(*ident, dial=False)
-        peer.version = _version(ack)
+        return fs, ident, _version(ack)
+
+    def _use_link(self, peer: Peer, fs: FrameSocket) -> None:
+        """Make ``fs`` (handshake done) our outgoing link to ``peer``; the backlog goes out on it."""
         old, peer.out = peer.out, fs
         if old is not None:
-            old.close()
+            # Two dials crossed (ours from the seed list, another from _ensure_link): frames
+            # already queued on the old link (a snapshot reply, say) must still go out.
+            old.close(flush=True)
         self.spawn(self._read_outgoing, peer, fs)
         self.on_link_up(peer.node_id)
         backlog, peer.backlog = peer.backlog, []
         for data in backlog:
             fs.send(data)
-        return peer
 
     def members(self) -> List[List[str]]:
         """``[node_id, url, incarnation]`` of us and every live peer (for CLUSTER_WELCOME)."""
@@ -453,8 +464,8 @@ class Membership:
         while not self.closed and not joined.is_set():
             reached_all = True
             for seed in seeds:
-                if any(p.url == seed and p.out is not None and p.alive for p in self.peers.values()):
-                    continue  # linked already (a seed is a node's advertised url)
+                if any(p.url == seed and p.alive and (p.out is not None or p.dialing) for p in self.peers.values()):
+                    continue  # linked, or being dialled, already (a seed is a node's advertised url)
                 try:
                     self._dial(seed)
                 except (OSError, gevent.Timeout) as exc:

@@ -197,6 +197,26 @@ def test_a_joining_node_takes_its_share_with_the_data(embedded_cluster_factory, 
     assert _stored(cluster, cluster.owner_of("item7"), "inv", "item7") is None
 
 
+def test_a_crossing_dial_delivers_what_the_replaced_link_still_had_queued(embedded_cluster_factory):
+    # A joiner dials a seed while that seed dials it back: two links to one peer, the later
+    # replaces the earlier. A reply queued on the earlier one (CI lost a snapshot reply this
+    # way, and the join waited out its 15 s prepare) must still arrive.
+    cluster = embedded_cluster_factory(2)
+    n1, n2 = cluster.node("n1").membership, cluster.node("n2").membership
+    got: List[int] = []
+    n2.on("TEST_PING", lambda _peer, msg: got.append(msg["n"]))
+    link, ident, _version = n1._handshake(cluster.url("n2"))
+    peer = n1.peers["n2"]
+    assert ident[0] == "n2" and peer.out is not None
+    n1.send("n2", {"type": "TEST_PING", "n": 1})       # queued on the current link, not yet written
+    n1._use_link(peer, link)                           # the crossing dial takes over in the same turn
+    n1.send("n2", {"type": "TEST_PING", "n": 2})
+    deadline = time.monotonic() + 5.0
+    while sorted(got) != [1, 2] and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    assert sorted(got) == [1, 2]
+
+
 def test_a_killed_node_restarts_empty_and_gets_its_partitions_back(embedded_cluster_factory, raw):
     cluster = embedded_cluster_factory(3)
     writer = raw(cluster.url("n1"))
