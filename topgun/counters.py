@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Protocol, Union
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple, Union
 
 import gevent
 
@@ -39,8 +39,9 @@ from . import threads
 from .binding import Bindings
 from .delivery import Delivery
 from .engine.requests import RequestRunner
-from .errors import ClientClosed, ConfigurationError, RemoteProtocolError
+from .errors import ClientClosed, ConfigurationError, OperationTimeout, RemoteProtocolError
 from .protocol import messages as m
+from .retry import VersionedEvent
 from .transport.connection import Connection
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,9 @@ class CounterRegistry:
         self.actor = actor or f"{node_id}:{uuid.uuid4().hex[:8]}"
         self.states: Dict[str, CounterState] = {}
         self._subs: Dict[str, List["CounterSubscription"]] = {}
+        # Our own totals as the nodes last reported them, per counter (bumped on each rise).
+        self._confirmed: Dict[str, Tuple[float, float]] = {}
+        self._confirms = VersionedEvent()
         self.bindings = Bindings(requests, spawn=spawn, attach=self._attach, detach=lambda name, conn: None,
                                  what="counter")
         self._closed = False
@@ -136,10 +140,33 @@ class CounterRegistry:
 
     def _attach(self, name: str, conn: Connection, remaining: float) -> None:
         state = self.state(name)
-        msg: m.Message = m.CounterSync(name, state.wire()) if state.p or state.n else m.CounterRequest(name)
-        reply = conn.request(msg, remaining)
-        if not isinstance(reply, (m.CounterUpdate, m.CounterResponse)):
+        if not (state.p or state.n):
+            self._read(name, conn, remaining)
+            return
+        sent = state.wire()
+        own = (sent["p"].get(self.actor, 0), sent["n"].get(self.actor, 0))
+        deadline = self.requests.clock.monotonic() + remaining
+        reply = conn.request(m.CounterSync(name, sent), remaining)
+        if not isinstance(reply, m.CounterUpdate):
             raise RemoteProtocolError(f"expected COUNTER_UPDATE, got {reply.TYPE}")
+        self._merge(name, reply.state)
+        # That reply may be a COUNTER_UPDATE the node sent before it merged our sync (another
+        # client's change looks the same on the wire); the answer to ours follows it.
+        while not self._confirmed_holds(name, own):
+            since, left = self._confirms.version, deadline - self.requests.clock.monotonic()
+            if left <= 0 or not self._confirms.wait_for_change(since, left):
+                raise OperationTimeout(f"counter {name!r}: {conn.url} sent no COUNTER_UPDATE with our totals")
+
+    def _confirmed_holds(self, name: str, own: Any) -> bool:
+        confirmed = self._confirmed.get(name, (0.0, 0.0))
+        return bool(confirmed[0] >= own[0] and confirmed[1] >= own[1])
+
+    def _read(self, name: str, conn: Connection, remaining: float) -> None:
+        # COUNTER_REQUEST is answered by COUNTER_RESPONSE, which no other client's change
+        # produces: the value is the node's as of this request.
+        reply = conn.request(m.CounterRequest(name), remaining)
+        if not isinstance(reply, m.CounterResponse):
+            raise RemoteProtocolError(f"expected COUNTER_RESPONSE, got {reply.TYPE}")
         self._merge(name, reply.state)
 
     def _merge(self, name: str, wire_state: Any) -> None:
@@ -150,6 +177,11 @@ class CounterRegistry:
         except RemoteProtocolError as exc:
             log.warning("%s", exc)
             return
+        ours = (wire_state.get("p", {}).get(self.actor, 0), wire_state.get("n", {}).get(self.actor, 0))
+        confirmed = self._confirmed.get(name, (0.0, 0.0))
+        if ours[0] > confirmed[0] or ours[1] > confirmed[1]:
+            self._confirmed[name] = (max(ours[0], confirmed[0]), max(ours[1], confirmed[1]))
+            self._confirms.bump()
         if state.value != before:
             self._notify(name)
 
@@ -168,8 +200,12 @@ class CounterRegistry:
             state.add(self.actor, amount)
             self._notify(name)  # our own change is a change too
         timeout = self.request_timeout if timeout is None else timeout
-        # Each call attaches again on the name's current connection: a COUNTER_SYNC there is what
-        # sends the new totals, and it re-subscribes the connection if the server forgot it.
+        if not amount and self.bindings.bound.get(name) is not None:
+            # A read of a counter already attached: ask its node (see _read).
+            self.requests.call(lambda conn, remaining: self._read(name, conn, remaining), key=name, timeout=timeout)
+            return state.value
+        # Each change attaches again on the name's current connection: a COUNTER_SYNC there is
+        # what sends the new totals, and it re-subscribes the connection if the server forgot it.
         self.bindings.bind(name, timeout)
         return state.value
 

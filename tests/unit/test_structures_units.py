@@ -136,3 +136,61 @@ def test_a_lost_connection_loses_the_locks_held_on_it_only() -> None:
     assert lock.locked()
     registry.on_disconnected(conn, None)
     assert lock.lost and "lost" in (lock.lost_reason or "")
+
+
+# -- counter replies that look like pushes ------------------------------------------------------
+
+class _CounterConn(_Conn):
+    """Answers every request with ``first`` (the next COUNTER_* frame that arrives on the connection)."""
+
+    def __init__(self, first: Any) -> None:
+        super().__init__("n1")
+        self.first = first
+
+    def request(self, msg: Any, timeout: float) -> Any:
+        self.sent.append(msg)
+        return self.first
+
+
+def _counters(first: Any) -> Any:
+    import gevent
+
+    from topgun.counters import CounterRegistry
+    conn = _CounterConn(first)
+    registry = CounterRegistry(_Requests(_Provider(conn)), home=None, spawn=gevent.spawn,  # type: ignore[arg-type]
+                               node_id="c", actor="me")
+    return registry, conn
+
+
+def test_an_increment_is_answered_by_the_update_that_holds_its_own_total_not_an_earlier_push() -> None:
+    import gevent
+
+    from topgun.protocol import messages as m
+    # The node pushed another client's change just before it merged ours: that push arrives first.
+    registry, conn = _counters(m.CounterUpdate("hits", {"p": {"other": 4.0}, "n": {}}))
+    registry.state("hits").add("me", 1)
+    ours = m.CounterUpdate("hits", {"p": {"other": 4.0, "me": 1.0}, "n": {}})
+    late = gevent.spawn_later(0.05, registry.on_message, conn, ours)
+    registry._attach("hits", conn, 2.0)
+    assert late.ready()                          # it waited for the update with our total
+    assert registry.state("hits").value == 5
+    assert [type(msg).__name__ for msg in conn.sent] == ["CounterSync"]
+
+
+def test_an_increment_the_node_never_confirms_times_out_at_its_deadline() -> None:
+    from topgun.errors import OperationTimeout
+    from topgun.protocol import messages as m
+    registry, conn = _counters(m.CounterUpdate("hits", {"p": {"other": 4.0}, "n": {}}))
+    registry.state("hits").add("me", 1)
+    with pytest.raises(OperationTimeout, match="our totals"):
+        registry._attach("hits", conn, 0.1)
+
+
+def test_a_counter_read_takes_only_a_counter_response() -> None:
+    from topgun.protocol import messages as m
+    registry, conn = _counters(m.CounterUpdate("hits", {"p": {"other": 4.0}, "n": {}}))
+    with pytest.raises(RemoteProtocolError, match="COUNTER_RESPONSE"):
+        registry._read("hits", conn, 1.0)
+    conn.first = m.CounterResponse("hits", {"p": {"other": 9.0}, "n": {}})
+    registry._read("hits", conn, 1.0)
+    assert registry.state("hits").value == 9

@@ -52,10 +52,12 @@ def test_reply_key_matches_request_key(request_msg: m.Message, reply: m.Message)
 
 
 def test_keys_of_different_requests_differ() -> None:
-    # Same subject, same key (one counter name, the one AUTH of a connection); all the rest differ.
-    assert correlate.request_key(m.CounterRequest("hits")) == correlate.request_key(m.CounterSync("hits", STATE))
-    keys = [correlate.request_key(req) for req, _ in PAIRS
-            if not isinstance(req, (m.CounterSync, m.Auth))]
+    # Same subject, same key (the one AUTH of a connection); all the rest differ. A counter read
+    # waits for COUNTER_RESPONSE only: a COUNTER_UPDATE pushed by another client's change, still
+    # on its way, must not answer it with a value from before that request.
+    assert correlate.request_key(m.CounterRequest("hits")) != correlate.request_key(m.CounterSync("hits", STATE))
+    assert correlate.reply_key(m.CounterUpdate("hits", STATE)) != correlate.request_key(m.CounterRequest("hits"))
+    keys = [correlate.request_key(req) for req, _ in PAIRS if not isinstance(req, m.Auth)]
     assert len(set(keys)) == len(keys)
     assert correlate.request_key(m.Ping(1)) != correlate.request_key(m.Ping(2))
     assert correlate.request_key(m.MerkleReqBucket("a", "1")) != correlate.request_key(m.MerkleReqBucket("b", "1"))
