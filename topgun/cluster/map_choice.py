@@ -1,9 +1,17 @@
 """MapChoice: which of the partition maps the nodes sent the client routes with.
 
 The rule: keep the latest map from each node the client is connected to; route with the map
-from the **lowest node id** among them. A node's own maps replace each other only by a higher
+from the **lowest node id** among them, skipping a node that most of the other nodes' maps
+have dropped (not listed, or FAILED). A node's own maps replace each other only by a higher
 version (its versions count up, WIRE.md 10.2); a node that was lost is forgotten, so its next
 map is taken whatever its version (a restarted node counts from 1 again).
+
+Why the skip: a hung node (SIGSTOP, a long pause) keeps its connections open until the
+client's heartbeat gives up on them (15 s), and its map still lists itself. The other nodes
+drop it from theirs within seconds; without the skip the client would go on routing the hung
+node's partitions to it until its connection closed. Most, not any: one node's odd view (a
+split, probe_notes.md 13.3) does not move every client off the master. If every node is
+dropped by most of the others (two nodes that dropped each other), the lowest id is used.
 
 Why this rule and not "the highest version wins":
 
@@ -34,6 +42,11 @@ from typing import Dict, Optional
 from .partition_map import PartitionMap
 
 __all__ = ["MapChoice"]
+
+
+def _drops(pmap: PartitionMap, node_id: str) -> bool:
+    entry = pmap.nodes.get(node_id)
+    return entry is None or entry.status == "FAILED"
 
 
 class MapChoice:
@@ -68,10 +81,18 @@ class MapChoice:
         self._provisional = None
 
     def trusted(self) -> Optional[PartitionMap]:
-        """The map of the lowest node id that sent one; else the provisional map; else None."""
-        if self._by_node:
-            return self._by_node[min(self._by_node)]
-        return self._provisional
+        """The map of the lowest node id that sent one and that most others still list; else
+        the provisional map; else None."""
+        by_node = self._by_node
+        if not by_node:
+            return self._provisional
+        ids = sorted(by_node)
+        for node_id in ids:
+            others = [m for source, m in by_node.items() if source != node_id]
+            dropped = sum(1 for m in others if _drops(m, node_id))
+            if dropped * 2 <= len(others):
+                return by_node[node_id]
+        return by_node[ids[0]]
 
     def sources(self) -> Dict[str, int]:
         """source node id -> version of its latest map."""

@@ -122,3 +122,30 @@ def test_clients_seeded_at_different_nodes_route_every_key_to_the_same_node() ->
         for c in clients:
             c.close()
         fc.close()
+
+
+def test_a_hung_master_that_the_other_nodes_dropped_is_not_followed() -> None:
+    # SIGSTOP of n1: its connection stays open (until the heartbeat gives up), its map still
+    # lists itself; n2 and n3 dropped it within seconds. Route with theirs, not n1's.
+    choice = MapChoice()
+    choice.offer("n1", pmap("n1", 4, ["n1", "n2", "n3"]))
+    choice.offer("n2", pmap("n2", 4, ["n1", "n2", "n3"]))
+    choice.offer("n3", pmap("n3", 4, ["n1", "n2", "n3"]))
+    assert choice.trusted().source == "n1"
+    choice.offer("n2", pmap("n2", 5, ["n2", "n3"]))
+    assert choice.trusted().source == "n1"        # one of two others: not most of them
+    choice.offer("n3", pmap("n3", 5, ["n2", "n3"], failed=("n1",)))
+    trusted = choice.trusted()
+    assert trusted.source == "n2" and "n1" not in set(trusted.owners)
+    choice.offer("n2", pmap("n2", 6, ["n1", "n2", "n3"]))   # n1 back, taken in again
+    choice.offer("n3", pmap("n3", 6, ["n1", "n2", "n3"]))
+    assert choice.trusted().source == "n1"
+
+
+def test_of_two_nodes_the_one_the_other_dropped_is_skipped_and_a_mutual_drop_keeps_the_lowest() -> None:
+    choice = MapChoice()
+    choice.offer("n1", pmap("n1", 7, ["n1", "n2"]))               # hung n1: its map is unchanged
+    choice.offer("n2", pmap("n2", 3, ["n2"], failed=("n1",)))
+    assert choice.trusted().source == "n2"
+    choice.offer("n1", pmap("n1", 8, ["n1"], failed=("n2",)))     # a split: each dropped the other
+    assert choice.trusted().source == "n1"
