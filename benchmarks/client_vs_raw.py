@@ -418,7 +418,7 @@ def breakdown(n: int) -> str:
     clock = GeventClock()
     conn = _StubConn()
     engine = WriteEngine(_StubProvider(conn), clock=clock, max_in_flight=10 ** 9)  # type: ignore[arg-type]
-    runtime: Any = SimpleNamespace(engine=engine, hlc=HLC("bench", clock.now_ms))
+    runtime: Any = SimpleNamespace(engine=engine, hlc=HLC("bench", clock.now_ms), near_caches={}, outbox=None)
     handle = MapHandle(SimpleNamespace(runtime=runtime), "bench")  # type: ignore[arg-type]
     items = make_items("breakdown", n)
     hashing._cache.clear()
