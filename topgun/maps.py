@@ -113,13 +113,14 @@ class MapHandle:
             cache.wrote(key, w)
         return w
 
-    def _put_checked(self, runtime: Runtime, key: str, value: Any, deadline: float) -> PendingWrite:
-        """A put_all entry, already checked; it keeps the near cache honest like ``_put``."""
-        w = runtime.engine.submit_put(self.name, key, value, runtime.hlc.now(), deadline=deadline)
+    def _put_checked(self, runtime: Runtime, chunk: List[Tuple[str, Any]], deadline: float) -> List[PendingWrite]:
+        """A put_all window, already checked; it keeps the near cache honest like ``_put``."""
+        writes = runtime.engine.submit_many(self.name, chunk, runtime.hlc, deadline)
         cache = runtime.near_caches.get(self.name)
         if cache is not None:
-            cache.wrote(key, w)
-        return w
+            for w in writes:
+                cache.wrote(w.key, w)
+        return writes
 
     def _remove(self, runtime: Runtime, key: str, timeout: Optional[float]) -> PendingWrite:
         _check_key(key)
@@ -195,9 +196,9 @@ class MapHandle:
             # Checked above; one deadline for all, so they stay in deadline order in the engine.
             if runtime.outbox is not None:
                 with runtime.outbox.deferred():  # one transaction per window, before any of it can be sent
-                    ops = [self._put_checked(runtime, k, v, deadline) for k, v in chunk]
+                    ops = self._put_checked(runtime, chunk, deadline)
             else:
-                ops = [self._put_checked(runtime, k, v, deadline) for k, v in chunk]
+                ops = self._put_checked(runtime, chunk, deadline)
             if ops:
                 outstanding.append(ops)
                 count += len(ops)

@@ -1,7 +1,8 @@
 """WriteEngine: every write is tracked until its own ack, whatever happens to the connection.
 
 Writes:
-- ``submit_put`` queues an LWW write (PUT or REMOVE, with a unique id) and returns a ``PendingWrite``.
+- ``submit_put`` queues an LWW write (PUT or REMOVE, with a unique id) and returns a ``PendingWrite``;
+  ``submit_many`` queues many checked PUTs sharing one deadline (put_all), with the per-call work once.
   One flusher greenlet drains the queue: it asks the provider for each key's connection,
   groups the writes per connection and sends one OP_BATCH per group (at most
   ``batch_size`` ops). Writes that pile up while a batch is in flight go out together in
@@ -63,6 +64,7 @@ from ..errors import (
 from ..metrics import Metrics
 from ..protocol import codec, fastpath
 from ..protocol import messages as m
+from ..protocol.hlc import HLC
 from ..transport.connection import Connection
 from .provider import ConnectionProvider
 from .writes import PendingWrite, WriteQueue
@@ -217,6 +219,42 @@ class WriteEngine:
         return self._enqueue(PendingWrite(map_name, key, self._deadline(timeout, deadline), op_type=op_type,
                                           value=value, ts=ts, ttl_ms=ttl_ms))
 
+    def submit_many(self, map_name: str, pairs: List[Tuple[str, Any]], hlc: HLC, deadline: float) -> List[PendingWrite]:
+        """Queue a PUT of each (key, value) pair, already checked, all with one ``deadline``.
+
+        What ``submit_put`` does per write is done once per call here: one range of HLC
+        timestamps (:meth:`HLC.now_range`), one deadline-order check, one wake-up of the flusher.
+        The writes are queued in ``pairs`` order (a key written twice keeps its order).
+        """
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        n = len(pairs)
+        if not n:
+            return []
+        first = hlc.now_range(n)
+        millis, node_id = hlc.last_millis, hlc.node_id
+        outbox = self.outbox
+        ids = self._ids
+        append = self._queue.append
+        out: List[PendingWrite] = []
+        try:
+            for i, (key, value) in enumerate(pairs):
+                w = PendingWrite(map_name, key, deadline, value=value, ts=(millis, first + i, node_id))
+                if outbox is not None:
+                    outbox.added(w)  # durable before it is queued; raises (and the rest is not queued) if it cannot be
+                w.id = str(next(ids))
+                append(w)
+                out.append(w)
+        finally:
+            if out:
+                if deadline < self._latest_deadline:
+                    for w in out:
+                        heapq.heappush(self._deadlines, (deadline, next(self._seq), w))
+                else:
+                    self._latest_deadline = deadline
+                self._wake.set()
+        return out
+
     def _deadline(self, timeout: Optional[float], deadline: Optional[float] = None) -> float:
         if self._closed:
             raise ClientClosed("the client is closed")
@@ -362,7 +400,7 @@ class WriteEngine:
         return blocked, lingering
 
     def _encode(self, writes: List[PendingWrite]) -> bytes:
-        return codec.encode_wire(fastpath.op_batch([w.wire() for w in writes], self.write_concern))
+        return codec.encode_wire(fastpath.op_batch(fastpath.lww_ops(writes), self.write_concern))
 
     def _send_batch(self, conn: Connection, writes: List[PendingWrite]) -> None:
         # Values are first encoded here, once: a value msgpack cannot encode fails its own

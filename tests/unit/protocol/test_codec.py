@@ -193,3 +193,17 @@ def test_batch_envelope_is_big_endian_length_prefixed() -> None:
     # A truncated prefix ends the list, as on the server.
     assert codec.unpack_batch(wire["data"][:-1]) == inner[:1]
     assert codec.unpack_batch(b"\x00\x00") == []
+
+
+def test_lww_ops_builds_the_same_op_dicts_as_lww_op() -> None:
+    from types import SimpleNamespace
+
+    from topgun.protocol import fastpath
+    writes = [SimpleNamespace(id="1", map_name="m", key="a", op_type="PUT", value={"x": [1]}, millis=5, counter=0,
+                              node_id="n", ttl_ms=None),
+              SimpleNamespace(id="2", map_name="m", key="b", op_type="REMOVE", value=None, millis=5, counter=1,
+                              node_id="n", ttl_ms=1000)]
+    assert fastpath.lww_ops(writes) == [
+        fastpath.lww_op(w.id, w.map_name, w.key, w.op_type, w.value, (w.millis, w.counter, w.node_id), w.ttl_ms)
+        for w in writes]
+    assert "ttlMs" not in fastpath.lww_ops(writes[:1])[0]["record"]   # unset TTL: not on the wire at all
