@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Optional
 
+_fast: Optional[Callable[[bytes], int]]
 try:  # a C extension; the pure-Python loop below gives identical values without it
-    from fnv_hash_fast import fnv1a_32 as _c_fnv1a_32
+    from fnv_hash_fast import fnv1a_32 as _fast
 except ImportError:  # pragma: no cover - the dependency is installed with topgun
-    _c_fnv1a_32 = None
-_fast: Optional[Callable[[bytes], int]] = _c_fnv1a_32
+    _fast = None
 
 __all__ = ["PARTITION_COUNT", "fnv1a32", "partition_id", "merkle_path"]
 
