@@ -284,7 +284,9 @@ class WriteEngine:
         for w in writes:
             if not w.done:
                 w.wait_done()
-            out.append(w.outcome())
+            if w.error is not None:
+                raise w.error
+            out.append(w.level)
         return out
 
     def settle(self, writes: List[PendingWrite]) -> None:
@@ -358,22 +360,26 @@ class WriteEngine:
         room = self.max_in_flight - self._inflight_ops
         busy = self._busy
         queue = self._queue
+        route = self.provider.connection_for_key
+        batch_size = self.batch_size
         for pid, bucket in queue.partitions():
             if room <= 0:
                 break
             held: List[PendingWrite] = []
             popped = 0
-            while bucket and room > 0 and len(held) < self.batch_size:
-                w = bucket.popleft()
+            popleft = bucket.popleft
+            while bucket and room > 0 and len(held) < batch_size:
+                w = popleft()
                 popped += 1
                 if w.done:
                     continue
+                key = w.key
                 in_flight = busy.get(w.map_name)
-                if in_flight is not None and w.key in in_flight:  # an earlier write to it is in flight: keep order
+                if in_flight is not None and key in in_flight:  # an earlier write to it is in flight: keep order
                     held.append(w)
                     continue
                 try:
-                    conn = self.provider.connection_for_key(w.key)
+                    conn = route(key)
                 except TopGunError:
                     held.append(w)  # the partition has no usable owner: try it again later
                     blocked = True
@@ -388,8 +394,9 @@ class WriteEngine:
                 else:
                     group[1].append(w)
                 if in_flight is None:
-                    in_flight = busy[w.map_name] = {}
-                in_flight[w.key] = in_flight.get(w.key, 0) + 1
+                    busy[w.map_name] = {key: 1}
+                else:
+                    in_flight[key] = in_flight.get(key, 0) + 1
                 room -= 1
             if held:
                 bucket.extendleft(reversed(held))
@@ -467,8 +474,15 @@ class WriteEngine:
         if batch is None:
             return None
         self._inflight_ops -= len(batch.writes)
-        for w in batch.writes:
-            self._unbusy(w)
+        busy = self._busy
+        for w in batch.writes:  # _unbusy(w), inlined: this runs for every write acknowledged
+            in_flight = busy.get(w.map_name)
+            if in_flight is not None:
+                n = in_flight.get(w.key, 0) - 1
+                if n > 0:
+                    in_flight[w.key] = n
+                else:
+                    in_flight.pop(w.key, None)
         self._wake.set()
         return batch
 
