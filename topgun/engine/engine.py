@@ -407,7 +407,7 @@ class WriteEngine:
         return blocked, lingering
 
     def _encode(self, writes: List[PendingWrite]) -> bytes:
-        return codec.encode_wire(fastpath.op_batch(fastpath.lww_ops(writes), self.write_concern))
+        return codec.encode_op_batch(fastpath.lww_ops(writes), len(writes), self.write_concern)
 
     def _send_batch(self, conn: Connection, writes: List[PendingWrite]) -> None:
         # Values are first encoded here, once: a value msgpack cannot encode fails its own
