@@ -210,7 +210,8 @@ def test_lww_ops_builds_the_same_op_dicts_as_lww_op() -> None:
 
 
 @pytest.mark.parametrize("write_concern,timeout", [(None, None), ("APPLIED", None), ("PERSISTED", 5000)])
-def test_encode_op_batch_gives_the_bytes_of_the_whole_frame(write_concern: Optional[str], timeout: Optional[int]) -> None:
+def test_encode_op_batch_gives_the_bytes_of_the_whole_frame(write_concern: Optional[str],
+                                                            timeout: Optional[int]) -> None:
     from topgun.protocol import fastpath
     ops = [fastpath.lww_op(str(i), "m", f"k{i}", "PUT", {"n": i, "b": b"x" * i}, (5, i, "n")) for i in range(300)]
     assert (codec.encode_op_batch(iter(ops), len(ops), write_concern, timeout)
