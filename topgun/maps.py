@@ -56,6 +56,10 @@ _SCALARS = (int, float, bool, type(None))
 _MSGPACK_TYPES = (str, bytes, bytearray, dict, list, tuple) + _SCALARS
 
 
+#: Exact types _check_value accepts without looking further (containers are checked by encoding).
+_PLAIN_TYPES = frozenset({int, float, bool, type(None), dict, list, tuple})
+
+
 def _check_value(value: Any) -> None:
     """Cheap checks before queueing; the full check is the frame's own encoding.
 
@@ -187,8 +191,10 @@ class MapHandle:
             chunk = list(itertools.islice(pairs, window))
             try:
                 for k, v in chunk:  # a window is checked whole before any of it is queued
-                    _check_key(k)
-                    _check_value(v)
+                    if type(k) is not str:
+                        _check_key(k)
+                    if type(v) not in _PLAIN_TYPES:  # what _check_value passes at once, without a call
+                        _check_value(v)
             except ConfigurationError:
                 for writes in outstanding:  # what was queued before is seen through, then we fail
                     engine.settle(writes)

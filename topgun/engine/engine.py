@@ -235,17 +235,17 @@ class WriteEngine:
         millis, node_id = hlc.last_millis, hlc.node_id
         outbox = self.outbox
         ids = self._ids
-        append = self._queue.append
         out: List[PendingWrite] = []
+        add = out.append
         try:
             for i, (key, value) in enumerate(pairs):
                 w = PendingWrite(map_name, key, deadline, value=value, ts=(millis, first + i, node_id))
                 if outbox is not None:
                     outbox.added(w)  # durable before it is queued; raises (and the rest is not queued) if it cannot be
                 w.id = str(next(ids))
-                append(w)
-                out.append(w)
+                add(w)
         finally:
+            self._queue.extend(out)
             if out:
                 if deadline < self._latest_deadline:
                     for w in out:

@@ -167,6 +167,16 @@ class WriteQueue:
         bucket.append(w)
         self.size += 1
 
+    def extend(self, writes: List[PendingWrite]) -> None:
+        """``append`` each write, in order."""
+        buckets = self._buckets
+        for w in writes:
+            bucket = buckets.get(w.pid)
+            if bucket is None:
+                bucket = buckets[w.pid] = deque()
+            bucket.append(w)
+        self.size += len(writes)
+
     def push_front(self, writes: List[PendingWrite]) -> None:
         """Put writes back ahead of their partitions' queues, keeping their order."""
         for w in reversed(writes):
