@@ -18,6 +18,7 @@ Not in here: sending, acks and deadlines (``engine.py``).
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
@@ -188,9 +189,11 @@ class WriteQueue:
 
     def partitions(self) -> Iterator[Tuple[int, Deque[PendingWrite]]]:
         """Non-empty partition queues, starting at the cursor and wrapping around."""
-        cursor = self._cursor
-        order = sorted(self._buckets, key=lambda pid: (pid - cursor) % PARTITION_COUNT)
-        for pid in order:
+        # Ascending from the cursor, then wrapping: the order of (pid - cursor) % PARTITION_COUNT,
+        # from one C-level sort of the ints instead of a Python key call per partition.
+        order = sorted(self._buckets)
+        split = bisect_left(order, self._cursor)
+        for pid in order[split:] + order[:split]:
             bucket = self._buckets.get(pid)
             if bucket:
                 yield pid, bucket
