@@ -105,8 +105,10 @@ class MapHandle:
 
     def _put(self, runtime: Runtime, key: str, value: Any, ttl: Optional[float],
              timeout: Optional[float]) -> PendingWrite:
-        _check_key(key)
-        _check_value(value)
+        if type(key) is not str:
+            _check_key(key)
+        if type(value) not in _PLAIN_TYPES:  # what _check_value passes at once, without a call
+            _check_value(value)
         if ttl is not None:
             # Refused rather than sent: both servers store ttlMs and never expire the entry (WIRE.md 4.2).
             raise ConfigurationError(f"ttl={ttl!r} is not supported: neither the TopGun 2.2.0 server nor the "
