@@ -216,8 +216,7 @@ class WriteEngine:
         ``deadline`` (a ``clock.monotonic()`` value) instead of ``timeout``: many writes that
         share one deadline stay in deadline order, so none of them needs the deadline heap.
         """
-        return self._enqueue(PendingWrite(map_name, key, self._deadline(timeout, deadline), op_type=op_type,
-                                          value=value, ts=ts, ttl_ms=ttl_ms))
+        return self._enqueue(PendingWrite(map_name, key, self._deadline(timeout, deadline), op_type, value, ts, ttl_ms))
 
     def submit_many(self, map_name: str, pairs: List[Tuple[str, Any]], hlc: HLC, deadline: float) -> List[PendingWrite]:
         """Queue a PUT of each (key, value) pair, already checked, all with one ``deadline``.
@@ -239,7 +238,7 @@ class WriteEngine:
         add = out.append
         try:
             for i, (key, value) in enumerate(pairs):
-                w = PendingWrite(map_name, key, deadline, value=value, ts=(millis, first + i, node_id))
+                w = PendingWrite(map_name, key, deadline, "PUT", value, (millis, first + i, node_id))
                 if outbox is not None:
                     outbox.added(w)  # durable before it is queued; raises (and the rest is not queued) if it cannot be
                 w.id = str(next(ids))

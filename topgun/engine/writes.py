@@ -41,7 +41,8 @@ class PendingWrite:
     __slots__ = ("map_name", "key", "pid", "op_type", "value", "millis", "counter", "node_id", "ttl_ms", "id",
                  "deadline", "done", "level", "error", "_result", "_waiter")
 
-    def __init__(self, map_name: str, key: str, deadline: float, *, op_type: str = "PUT", value: Any = None,
+    # Positional or keyword: the engine passes them by position (a keyword call costs more per write).
+    def __init__(self, map_name: str, key: str, deadline: float, op_type: str = "PUT", value: Any = None,
                  ts: Tuple[int, int, str] = (0, 0, ""), ttl_ms: Optional[int] = None) -> None:
         self.map_name = map_name
         self.key = key
