@@ -296,19 +296,19 @@ def frame_spread(url: str, n: int) -> str:
     """Median and range of distinct partitions per OP_BATCH frame the client sends in one put_all."""
     import topgun.engine.engine as engine_module
     spreads: List[int] = []
-    real = codec.encode_wire
+    real = codec.encode_op_batch
 
-    def spy(d: Dict[str, Any]) -> bytes:
-        if d.get("type") == "OP_BATCH":
-            spreads.append(len({hashing.partition_id(op["key"]) for op in d["payload"]["ops"]}))
-        return real(d)
+    def spy(ops: Any, count: int, *args: Any) -> bytes:
+        ops = list(ops)
+        spreads.append(len({hashing.partition_id(op["key"]) for op in ops}))
+        return real(iter(ops), count, *args)
 
     client = TopGunClient(url, request_timeout=600.0)
-    engine_module.codec.encode_wire = spy  # type: ignore[assignment]
+    engine_module.codec.encode_op_batch = spy  # type: ignore[assignment]
     try:
         client.map("bench").put_all(make_items("spread", n))
     finally:
-        engine_module.codec.encode_wire = real  # type: ignore[assignment]
+        engine_module.codec.encode_op_batch = real  # type: ignore[assignment]
         client.close()
     return f"median {statistics.median(spreads):.0f} (min {min(spreads)}, max {max(spreads)}, {len(spreads)} frames)"
 
@@ -418,7 +418,7 @@ def breakdown(n: int) -> str:
     clock = GeventClock()
     conn = _StubConn()
     engine = WriteEngine(_StubProvider(conn), clock=clock, max_in_flight=10 ** 9)  # type: ignore[arg-type]
-    runtime: Any = SimpleNamespace(engine=engine, hlc=HLC("bench", clock.now_ms))
+    runtime: Any = SimpleNamespace(engine=engine, hlc=HLC("bench", clock.now_ms), near_caches={}, outbox=None)
     handle = MapHandle(SimpleNamespace(runtime=runtime), "bench")  # type: ignore[arg-type]
     items = make_items("breakdown", n)
     hashing._cache.clear()

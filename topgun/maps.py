@@ -56,6 +56,10 @@ _SCALARS = (int, float, bool, type(None))
 _MSGPACK_TYPES = (str, bytes, bytearray, dict, list, tuple) + _SCALARS
 
 
+#: Exact types _check_value accepts without looking further (containers are checked by encoding).
+_PLAIN_TYPES = frozenset({int, float, bool, type(None), dict, list, tuple})
+
+
 def _check_value(value: Any) -> None:
     """Cheap checks before queueing; the full check is the frame's own encoding.
 
@@ -101,8 +105,10 @@ class MapHandle:
 
     def _put(self, runtime: Runtime, key: str, value: Any, ttl: Optional[float],
              timeout: Optional[float]) -> PendingWrite:
-        _check_key(key)
-        _check_value(value)
+        if type(key) is not str:
+            _check_key(key)
+        if type(value) not in _PLAIN_TYPES:  # what _check_value passes at once, without a call
+            _check_value(value)
         if ttl is not None:
             # Refused rather than sent: both servers store ttlMs and never expire the entry (WIRE.md 4.2).
             raise ConfigurationError(f"ttl={ttl!r} is not supported: neither the TopGun 2.2.0 server nor the "
@@ -113,13 +119,14 @@ class MapHandle:
             cache.wrote(key, w)
         return w
 
-    def _put_checked(self, runtime: Runtime, key: str, value: Any, deadline: float) -> PendingWrite:
-        """A put_all entry, already checked; it keeps the near cache honest like ``_put``."""
-        w = runtime.engine.submit_put(self.name, key, value, runtime.hlc.now(), deadline=deadline)
+    def _put_checked(self, runtime: Runtime, chunk: List[Tuple[str, Any]], deadline: float) -> List[PendingWrite]:
+        """A put_all window, already checked; it keeps the near cache honest like ``_put``."""
+        writes = runtime.engine.submit_many(self.name, chunk, runtime.hlc, deadline)
         cache = runtime.near_caches.get(self.name)
         if cache is not None:
-            cache.wrote(key, w)
-        return w
+            for w in writes:
+                cache.wrote(w.key, w)
+        return writes
 
     def _remove(self, runtime: Runtime, key: str, timeout: Optional[float]) -> PendingWrite:
         _check_key(key)
@@ -186,8 +193,10 @@ class MapHandle:
             chunk = list(itertools.islice(pairs, window))
             try:
                 for k, v in chunk:  # a window is checked whole before any of it is queued
-                    _check_key(k)
-                    _check_value(v)
+                    if type(k) is not str:
+                        _check_key(k)
+                    if type(v) not in _PLAIN_TYPES:  # what _check_value passes at once, without a call
+                        _check_value(v)
             except ConfigurationError:
                 for writes in outstanding:  # what was queued before is seen through, then we fail
                     engine.settle(writes)
@@ -195,9 +204,9 @@ class MapHandle:
             # Checked above; one deadline for all, so they stay in deadline order in the engine.
             if runtime.outbox is not None:
                 with runtime.outbox.deferred():  # one transaction per window, before any of it can be sent
-                    ops = [self._put_checked(runtime, k, v, deadline) for k, v in chunk]
+                    ops = self._put_checked(runtime, chunk, deadline)
             else:
-                ops = [self._put_checked(runtime, k, v, deadline) for k, v in chunk]
+                ops = self._put_checked(runtime, chunk, deadline)
             if ops:
                 outstanding.append(ops)
                 count += len(ops)

@@ -396,3 +396,25 @@ def test_server_overload_error_makes_the_frame_go_out_again(rig: Rig) -> None:
     # Resent after the short overload back-off, well before the attempt timeout.
     assert rig.clock.monotonic() - start < ATTEMPT + 0.2
     assert len(server.batches) == 2
+
+
+def test_submit_many_sends_each_pair_in_order_with_its_own_timestamp_and_ack(rig: Rig) -> None:
+    from topgun.protocol.hlc import HLC
+    server = rig.connect()
+    hlc = HLC("t", now_ms=lambda: 1_700_000_000_000)
+    pairs = [("a", 1), ("b", 2), ("a", 3)]   # a key twice: its writes keep their order
+    writes = rig.engine.submit_many("m", pairs, hlc, rig.clock.monotonic() + WAIT)
+    assert rig.engine.wait(writes) == ["APPLIED"] * 3
+    ops = [op for batch in server.batches for op in batch.ops]
+    assert [(op.key, op.record.value) for op in ops if op.key == "a"] == [("a", 1), ("a", 3)]
+    stamps = sorted((op.record.timestamp.millis, op.record.timestamp.counter) for op in ops)
+    assert len(set(stamps)) == 3 and hlc.now() > max(w.ts for w in writes)
+    assert len({w.id for w in writes}) == 3
+
+
+def test_submit_many_after_close_raises_and_queues_nothing(rig: Rig) -> None:
+    from topgun.protocol.hlc import HLC
+    rig.engine.close(timeout=1.0)
+    with pytest.raises(ClientClosed):
+        rig.engine.submit_many("m", [("a", 1)], HLC("t", now_ms=lambda: 1), rig.clock.monotonic() + WAIT)
+    assert rig.engine.queued == 0

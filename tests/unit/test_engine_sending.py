@@ -125,3 +125,19 @@ def test_a_failing_reaper_pass_does_not_stop_deadlines(rig, monkeypatch):
     w = rig.write("never", timeout=0.3)
     with pytest.raises(OperationTimeout):
         rig.engine.wait([w])
+
+
+def test_the_queue_visits_partitions_from_its_cursor_upwards_then_wraps():
+    from topgun.engine.writes import PendingWrite, WriteQueue
+    queue = WriteQueue()
+    by_pid = {}
+    for i in range(400):
+        key = f"q{i}"
+        by_pid.setdefault(partition_id(key), key)
+    chosen = sorted(by_pid)[::7]
+    for pid in chosen:
+        queue.append(PendingWrite("m", by_pid[pid], 1e9))
+    for cursor in (0, chosen[3], chosen[3] + 1, chosen[-1], 270):
+        queue._cursor = cursor
+        order = [pid for pid, _ in queue.partitions()]
+        assert order == [p for p in chosen if p >= cursor] + [p for p in chosen if p < cursor]

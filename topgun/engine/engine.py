@@ -1,7 +1,8 @@
 """WriteEngine: every write is tracked until its own ack, whatever happens to the connection.
 
 Writes:
-- ``submit_put`` queues an LWW write (PUT or REMOVE, with a unique id) and returns a ``PendingWrite``.
+- ``submit_put`` queues an LWW write (PUT or REMOVE, with a unique id) and returns a ``PendingWrite``;
+  ``submit_many`` queues many checked PUTs sharing one deadline (put_all), with the per-call work once.
   One flusher greenlet drains the queue: it asks the provider for each key's connection,
   groups the writes per connection and sends one OP_BATCH per group (at most
   ``batch_size`` ops). Writes that pile up while a batch is in flight go out together in
@@ -63,6 +64,7 @@ from ..errors import (
 from ..metrics import Metrics
 from ..protocol import codec, fastpath
 from ..protocol import messages as m
+from ..protocol.hlc import HLC
 from ..transport.connection import Connection
 from .provider import ConnectionProvider
 from .writes import PendingWrite, WriteQueue
@@ -214,8 +216,43 @@ class WriteEngine:
         ``deadline`` (a ``clock.monotonic()`` value) instead of ``timeout``: many writes that
         share one deadline stay in deadline order, so none of them needs the deadline heap.
         """
-        return self._enqueue(PendingWrite(map_name, key, self._deadline(timeout, deadline), op_type=op_type,
-                                          value=value, ts=ts, ttl_ms=ttl_ms))
+        return self._enqueue(PendingWrite(map_name, key, self._deadline(timeout, deadline), op_type, value, ts, ttl_ms))
+
+    def submit_many(self, map_name: str, pairs: List[Tuple[str, Any]], hlc: HLC, deadline: float) -> List[PendingWrite]:
+        """Queue a PUT of each (key, value) pair, already checked, all with one ``deadline``.
+
+        What ``submit_put`` does per write is done once per call here: one range of HLC
+        timestamps (:meth:`HLC.now_range`), one deadline-order check, one wake-up of the flusher.
+        The writes are queued in ``pairs`` order (a key written twice keeps its order).
+        """
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        n = len(pairs)
+        if not n:
+            return []
+        first = hlc.now_range(n)
+        millis, node_id = hlc.last_millis, hlc.node_id
+        outbox = self.outbox
+        ids = self._ids
+        out: List[PendingWrite] = []
+        add = out.append
+        try:
+            for i, (key, value) in enumerate(pairs):
+                w = PendingWrite(map_name, key, deadline, "PUT", value, (millis, first + i, node_id))
+                if outbox is not None:
+                    outbox.added(w)  # durable before it is queued; raises (and the rest is not queued) if it cannot be
+                w.id = str(next(ids))
+                add(w)
+        finally:
+            self._queue.extend(out)
+            if out:
+                if deadline < self._latest_deadline:
+                    for w in out:
+                        heapq.heappush(self._deadlines, (deadline, next(self._seq), w))
+                else:
+                    self._latest_deadline = deadline
+                self._wake.set()
+        return out
 
     def _deadline(self, timeout: Optional[float], deadline: Optional[float] = None) -> float:
         if self._closed:
@@ -246,7 +283,9 @@ class WriteEngine:
         for w in writes:
             if not w.done:
                 w.wait_done()
-            out.append(w.outcome())
+            if w.error is not None:
+                raise w.error
+            out.append(w.level)
         return out
 
     def settle(self, writes: List[PendingWrite]) -> None:
@@ -320,22 +359,26 @@ class WriteEngine:
         room = self.max_in_flight - self._inflight_ops
         busy = self._busy
         queue = self._queue
+        route = self.provider.connection_for_key
+        batch_size = self.batch_size
         for pid, bucket in queue.partitions():
             if room <= 0:
                 break
             held: List[PendingWrite] = []
             popped = 0
-            while bucket and room > 0 and len(held) < self.batch_size:
-                w = bucket.popleft()
+            popleft = bucket.popleft
+            while bucket and room > 0 and len(held) < batch_size:
+                w = popleft()
                 popped += 1
                 if w.done:
                     continue
+                key = w.key
                 in_flight = busy.get(w.map_name)
-                if in_flight is not None and w.key in in_flight:  # an earlier write to it is in flight: keep order
+                if in_flight is not None and key in in_flight:  # an earlier write to it is in flight: keep order
                     held.append(w)
                     continue
                 try:
-                    conn = self.provider.connection_for_key(w.key)
+                    conn = route(key)
                 except TopGunError:
                     held.append(w)  # the partition has no usable owner: try it again later
                     blocked = True
@@ -350,8 +393,9 @@ class WriteEngine:
                 else:
                     group[1].append(w)
                 if in_flight is None:
-                    in_flight = busy[w.map_name] = {}
-                in_flight[w.key] = in_flight.get(w.key, 0) + 1
+                    busy[w.map_name] = {key: 1}
+                else:
+                    in_flight[key] = in_flight.get(key, 0) + 1
                 room -= 1
             if held:
                 bucket.extendleft(reversed(held))
@@ -362,7 +406,7 @@ class WriteEngine:
         return blocked, lingering
 
     def _encode(self, writes: List[PendingWrite]) -> bytes:
-        return codec.encode_wire(fastpath.op_batch([w.wire() for w in writes], self.write_concern))
+        return codec.encode_op_batch(fastpath.lww_ops(writes), len(writes), self.write_concern)
 
     def _send_batch(self, conn: Connection, writes: List[PendingWrite]) -> None:
         # Values are first encoded here, once: a value msgpack cannot encode fails its own
@@ -429,8 +473,15 @@ class WriteEngine:
         if batch is None:
             return None
         self._inflight_ops -= len(batch.writes)
-        for w in batch.writes:
-            self._unbusy(w)
+        busy = self._busy
+        for w in batch.writes:  # _unbusy(w), inlined: this runs for every write acknowledged
+            in_flight = busy.get(w.map_name)
+            if in_flight is not None:
+                n = in_flight.get(w.key, 0) - 1
+                if n > 0:
+                    in_flight[w.key] = n
+                else:
+                    in_flight.pop(w.key, None)
         self._wake.set()
         return batch
 

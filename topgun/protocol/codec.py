@@ -8,7 +8,7 @@ server cannot break an older client; undecodable bytes raise ``RemoteProtocolErr
 from __future__ import annotations
 
 import struct
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Optional
 
 import msgpack
 
@@ -16,7 +16,7 @@ from ..errors import LocalProtocolError, RemoteProtocolError
 from . import messages
 from .messages import Message
 
-__all__ = ["encode", "encode_wire", "decode", "decode_wire", "to_message", "pack_batch",
+__all__ = ["encode", "encode_wire", "encode_op_batch", "decode", "decode_wire", "to_message", "pack_batch",
            "unpack_batch", "MAX_FRAME_BYTES"]
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # the real server resets the connection past 16 MiB
@@ -30,6 +30,41 @@ def encode_wire(d: Any) -> bytes:
         return _packer.pack(d)
     except (TypeError, ValueError, OverflowError) as exc:
         raise LocalProtocolError(f"value cannot be encoded as msgpack: {exc}") from exc
+
+
+def encode_op_batch(ops: Iterable[Dict[str, Any]], count: int, write_concern: Optional[str] = None,
+                    timeout: Optional[int] = None) -> bytes:
+    """The bytes of ``fastpath.op_batch(list(ops), write_concern, timeout)``, packed op by op.
+
+    Each op dict is packed and dropped before the next is built, so a frame of 500 writes does
+    not keep 1500 dicts alive at once (which set off the garbage collector twice per frame).
+    ``count`` is how many ops ``ops`` yields.
+    """
+    packer = msgpack.Packer(use_bin_type=True, autoreset=False)  # one per frame: nothing shared across threads
+    try:
+        packer.pack_map_header(2)
+        packer.pack("type")
+        packer.pack("OP_BATCH")
+        packer.pack("payload")
+        packer.pack_map_header(1 + (write_concern is not None) + (timeout is not None))
+        packer.pack("ops")
+        packer.pack_array_header(count)
+        pack = packer.pack
+        n = 0
+        for op in ops:
+            pack(op)
+            n += 1
+        if write_concern is not None:
+            pack("writeConcern")
+            pack(write_concern)
+        if timeout is not None:
+            pack("timeout")
+            pack(timeout)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise LocalProtocolError(f"value cannot be encoded as msgpack: {exc}") from exc
+    if n != count:
+        raise ValueError(f"encode_op_batch: {n} ops given, {count} announced")
+    return packer.bytes()
 
 
 def encode(msg: Message) -> bytes:

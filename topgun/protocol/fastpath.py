@@ -7,7 +7,7 @@ engine builds their wire dicts directly with these functions, and the message cl
 - :func:`lww_record` / :func:`lww_op`: one last-writer-wins op as it goes into
   ``OP_BATCH.payload.ops`` (WIRE.md section 5); the timestamp is an HLC ``(millis, counter,
   node_id)`` triple (:func:`timestamp_wire`). Servers always send ``ttlMs``, nil when unset
-  (WIRE.md 4.2): ``lww_record(..., server=True)``.
+  (WIRE.md 4.2): ``lww_record(..., server=True)``. :func:`lww_ops`: the ops of many writes, one at a time.
 - :func:`op_batch`: the OP_BATCH frame dict around a list of op dicts; :func:`op_ack` the
   OP_ACK frame dict that answers it.
 - :func:`ack_key`: OP_BATCH is acknowledged once, by the OP_ACK carrying its *last* op's id;
@@ -21,10 +21,10 @@ Not in here: encoding to bytes (``codec``), queues, batching and resending (``to
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-__all__ = ["WRITE_CONCERNS", "WRITE_CONCERN_LEVELS", "timestamp_wire", "lww_record", "lww_op", "op_batch", "op_ack",
-           "ack_key"]
+__all__ = ["WRITE_CONCERNS", "WRITE_CONCERN_LEVELS", "timestamp_wire", "lww_record", "lww_op", "lww_ops", "op_batch",
+           "op_ack", "ack_key"]
 
 #: The write-concern names, weakest guarantee first.
 WRITE_CONCERNS: Tuple[str, ...] = ("FIRE_AND_FORGET", "MEMORY", "APPLIED", "REPLICATED", "PERSISTED")
@@ -54,6 +54,22 @@ def lww_op(op_id: str, map_name: str, key: str, op_type: str, value: Any, ts: Se
     if ttl_ms is not None:
         record["ttlMs"] = ttl_ms
     return {"id": op_id, "mapName": map_name, "key": key, "opType": op_type, "record": record}
+
+
+def lww_ops(writes: Iterable[Any]) -> Iterator[Dict[str, Any]]:
+    """:func:`lww_op` of each write, read from its attributes (``id``, ``map_name``, ``key``,
+    ``op_type``, ``value``, ``millis``, ``counter``, ``node_id``, ``ttl_ms``), one at a time
+    (``codec.encode_op_batch`` packs each and drops it): the same dicts, no two calls per op."""
+    for w in writes:
+        if w.ttl_ms is None:
+            yield {"id": w.id, "mapName": w.map_name, "key": w.key, "opType": w.op_type,
+                   "record": {"value": w.value,
+                              "timestamp": {"millis": w.millis, "counter": w.counter, "nodeId": w.node_id}}}
+        else:
+            yield {"id": w.id, "mapName": w.map_name, "key": w.key, "opType": w.op_type,
+                   "record": {"value": w.value,
+                              "timestamp": {"millis": w.millis, "counter": w.counter, "nodeId": w.node_id},
+                              "ttlMs": w.ttl_ms}}
 
 
 def op_batch(ops: List[Dict[str, Any]], write_concern: Optional[str] = None,

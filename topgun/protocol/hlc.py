@@ -55,6 +55,14 @@ class HLC:
             self.counter += 1
         return Timestamp(self.last_millis, self.counter, self.node_id)
 
+    def now_range(self, n: int) -> int:
+        """Issue ``n`` timestamps at once: ``(last_millis, first + i, node_id)`` for i in 0..n-1,
+        where ``first`` is returned; the same values ``n`` calls of :meth:`now` within one
+        millisecond give (later ones come after all of them)."""
+        first = self.now().counter
+        self.counter += n - 1
+        return first
+
     def update(self, remote: Timestamp) -> None:
         """Merge a timestamp seen from elsewhere, so later ``now()`` values are after it."""
         wall = self._now_ms()

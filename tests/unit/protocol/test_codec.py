@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import struct
-from typing import Dict, Type
+from typing import Dict, Optional, Type
 
 import msgpack
 import pytest
@@ -193,3 +193,36 @@ def test_batch_envelope_is_big_endian_length_prefixed() -> None:
     # A truncated prefix ends the list, as on the server.
     assert codec.unpack_batch(wire["data"][:-1]) == inner[:1]
     assert codec.unpack_batch(b"\x00\x00") == []
+
+
+def test_lww_ops_builds_the_same_op_dicts_as_lww_op() -> None:
+    from types import SimpleNamespace
+
+    from topgun.protocol import fastpath
+    writes = [SimpleNamespace(id="1", map_name="m", key="a", op_type="PUT", value={"x": [1]}, millis=5, counter=0,
+                              node_id="n", ttl_ms=None),
+              SimpleNamespace(id="2", map_name="m", key="b", op_type="REMOVE", value=None, millis=5, counter=1,
+                              node_id="n", ttl_ms=1000)]
+    assert list(fastpath.lww_ops(writes)) == [
+        fastpath.lww_op(w.id, w.map_name, w.key, w.op_type, w.value, (w.millis, w.counter, w.node_id), w.ttl_ms)
+        for w in writes]
+    assert "ttlMs" not in next(fastpath.lww_ops(writes[:1]))["record"]   # unset TTL: not on the wire at all
+
+
+@pytest.mark.parametrize("write_concern,timeout", [(None, None), ("APPLIED", None), ("PERSISTED", 5000)])
+def test_encode_op_batch_gives_the_bytes_of_the_whole_frame(write_concern: Optional[str],
+                                                            timeout: Optional[int]) -> None:
+    from topgun.protocol import fastpath
+    ops = [fastpath.lww_op(str(i), "m", f"k{i}", "PUT", {"n": i, "b": b"x" * i}, (5, i, "n")) for i in range(300)]
+    assert (codec.encode_op_batch(iter(ops), len(ops), write_concern, timeout)
+            == codec.encode_wire(fastpath.op_batch(ops, write_concern, timeout)))
+
+
+def test_encode_op_batch_refuses_what_msgpack_cannot_encode_and_a_wrong_count() -> None:
+    from topgun.errors import LocalProtocolError
+    from topgun.protocol import fastpath
+    good = fastpath.lww_op("1", "m", "k", "PUT", 1, (5, 0, "n"))
+    with pytest.raises(LocalProtocolError):
+        codec.encode_op_batch(iter([good, fastpath.lww_op("2", "m", "k", "PUT", object(), (5, 1, "n"))]), 2)
+    with pytest.raises(ValueError):
+        codec.encode_op_batch(iter([good]), 2)

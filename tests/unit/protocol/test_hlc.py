@@ -131,3 +131,17 @@ def test_timestamp_order_and_string_form() -> None:
 def test_node_ids_with_a_colon_are_refused() -> None:
     with pytest.raises(ValueError):
         HLC("bad:id", now_ms=lambda: 0)
+
+
+def test_now_range_issues_what_as_many_now_calls_would_and_later_stamps_follow() -> None:
+    wall = SettableWall()
+    one, many = HLC("py-a", now_ms=wall), HLC("py-a", now_ms=wall)
+    one.now(), many.now()
+    expected = [one.now() for _ in range(500)]
+    first = many.now_range(500)
+    assert [Timestamp(many.last_millis, first + i, "py-a") for i in range(500)] == expected
+    assert many.now() == one.now() == Timestamp(START, 501, "py-a")
+    wall.ms += 1
+    first = many.now_range(3)
+    assert (many.last_millis, first) == (START + 1, 0)
+    assert many.now() == Timestamp(START + 1, 3, "py-a")

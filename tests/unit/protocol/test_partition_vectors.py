@@ -58,3 +58,16 @@ def test_non_str_keys_are_refused() -> None:
     for bad in (42, b"key", None, ("a",)):
         with pytest.raises(TypeError):
             partition_id(bad)  # type: ignore[arg-type]
+
+
+def test_the_python_fallback_gives_the_c_hash_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ASCII keys go through fnv_hash_fast's C function; without it (hashing._fast None) the Python
+    # loop must give every vector the same hash and partition.
+    from topgun.protocol import hashing
+    assert hashing._fast is not None, "fnv_hash_fast (a dependency) is not installed"
+    monkeypatch.setattr(hashing, "_fast", None)
+    hashing._cache.clear()
+    for vector in VECTORS:
+        assert fnv1a32(vector["key"]) == vector["hash_u32"]
+        assert partition_id(vector["key"]) == vector["partition"]
+    assert sum(1 for v in VECTORS if v["key"].isascii()) > 100  # the C path's share was covered above
