@@ -44,7 +44,7 @@ setup(
         "gevent>=23.9",
         "msgpack>=1.0",
         "mmh3>=4.0",       # topgun.cluster.pool: key affinity to one connection of a node
-        "fnv-hash-fast>=2.0",  # topgun.protocol.hashing: C FNV-1a of ASCII keys, 15x the Python loop (issue 16)
+        "fnv-hash-fast>=2.0; python_version >= '3.11'",  # C FNV-1a of ASCII keys, 15x the Python loop (issue 16); wheels for 3.11+ only, 3.10 uses the loop
         "tenacity>=8.2",
     ],
     extras_require={
