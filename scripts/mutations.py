@@ -55,7 +55,7 @@ MUTATIONS = [
         "the dev server acknowledges REPLICATED writes without copying them to the backup"),
     Mutation(
         "engine-per-key-in-flight-guard-removed", "topgun/engine/engine.py",
-        "if in_flight is not None and w.key in in_flight:  # an earlier write to it is in flight: keep order",
+        "if in_flight is not None and key in in_flight:  # an earlier write to it is in flight: keep order",
         "if False:  # mutated: the per-key in-flight guard is gone",
         ("tests/system/realcluster/test_real_chaos.py::test_sigstop_of_the_master_stalls_only_its_keys_and_loses_no_acknowledged_write",),
         "more than one write per key in flight: acks (and, on failover, resends) out of order"),
@@ -95,6 +95,24 @@ MUTATIONS = [
         "if held is not None and pmap.version < held.version:",
         ("tests/unit/cluster/test_map_choice.py",),
         "a node's map of the same version as the one held counts as new (the live rule in cluster mode)"),
+    Mutation(
+        "map-choice-follows-a-dropped-node", "topgun/cluster/map_choice.py",
+        "if dropped * 2 <= len(others):",
+        "if True:",
+        ("tests/unit/cluster/test_map_choice.py", f"{CHAOS}::test_sigstop_of_the_seed_loses_no_acknowledged_write"),
+        "a hung lowest node that the other nodes dropped is still followed (its partitions stall ~20 s)"),
+    Mutation(
+        "counter-change-takes-an-earlier-push", "topgun/counters.py",
+        "while not self._confirmed_holds(name, own):",
+        "while False:",
+        ("tests/unit/test_structures_units.py",),
+        "an increment returns on another client's COUNTER_UPDATE, before the node merged ours"),
+    Mutation(
+        "replaced-peer-link-drops-its-queue", "topgun/server/membership.py",
+        "old.close(flush=True)",
+        "old.close()",
+        ("tests/integration/server/test_cluster.py::test_a_crossing_dial_delivers_what_the_replaced_link_still_had_queued",),
+        "a crossing dial replaces a peer link and what was queued on it is lost (a join waits 15 s)"),
     Mutation(
         "unmasked-frame-tail", "topgun/protocol/wsframe.py",
         'parts.append((int.from_bytes(view[full:], "big") ^ int.from_bytes(stream[:rest], "big"))'
