@@ -429,7 +429,7 @@ class TopGunClient:
         self._runtime, self._start_pending = None, True
         if self._finalizer is not None:
             self._finalizer.detach()  # the parent's runtime is buried here, never released
-        subs = runtime.queries.drop()  # the parent keeps its subscriptions; these never deliver
+        subs = runtime.drop_subscriptions()  # the parent keeps its subscriptions; these never deliver
         runtime.drop_storage()  # the parent keeps its storage file; the copy is never closed here
         forking.bury(runtime, self.cluster, subs)
         home = runtime.home

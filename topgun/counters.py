@@ -37,7 +37,7 @@ import gevent
 
 from . import threads
 from .binding import Bindings
-from .delivery import Delivery
+from .delivery import Delivery, drop_all
 from .engine.requests import RequestRunner
 from .errors import ClientClosed, ConfigurationError, OperationTimeout, RemoteProtocolError
 from .protocol import messages as m
@@ -227,11 +227,14 @@ class CounterRegistry:
 
     def close(self) -> None:
         self._closed = True
-        for subs in list(self._subs.values()):
-            for sub in list(subs):
-                sub.closed = True
-        self._subs.clear()
+        self.drop()
         self.bindings.close()
+
+    def drop(self) -> List["CounterSubscription"]:
+        """After a fork: mark every subscription closed without a word to the server; returns them."""
+        self._closed = True
+        subs, self._subs = drop_all(sub for group in self._subs.values() for sub in group), {}
+        return subs
 
     # ProviderListener ------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ subclass provides ``_release()``, ``closed`` and ``_registry`` (whose ``home`` r
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Generic, Iterator, Optional, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, List, Optional, TypeVar
 
 from gevent.queue import Empty, Queue
 
@@ -21,9 +21,18 @@ from .errors import OperationTimeout
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Delivery"]
+__all__ = ["Delivery", "drop_all"]
 
 T = TypeVar("T")
+
+
+def drop_all(subs: Iterable[Any]) -> List[Any]:
+    """After a fork: mark ``subs`` closed without a word to the server (the parent keeps the
+    real ones; these copies would never deliver) and return them."""
+    dropped = list(subs)
+    for sub in dropped:
+        sub.closed = True
+    return dropped
 
 
 def _registry(sub: Any) -> Any:

@@ -31,7 +31,7 @@ import uuid
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import threads
-from .delivery import Delivery
+from .delivery import Delivery, drop_all
 from .engine.ormap_reads import ORRecord, read_keys, walk
 from .errors import ClientClosed, ConfigurationError, OperationTimeout, RemoteProtocolError, TopGunError
 from .maps import RuntimeSource, _check_key, _check_value
@@ -258,6 +258,12 @@ class ORMapRegistry:
         self.closed = True
         for sub in list(self._subs.values()):
             sub.close()
+
+    def drop(self) -> List["ORMapSubscription"]:
+        """After a fork: mark every subscription closed without a word to the server; returns them."""
+        self.closed = True
+        subs, self._subs = drop_all(self._subs.values()), {}
+        return subs
 
     # ProviderListener
     def on_connected(self, conn: Connection) -> None:

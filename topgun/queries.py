@@ -29,7 +29,7 @@ import gevent
 
 from . import threads
 from .clock import Clock
-from .delivery import Delivery
+from .delivery import Delivery, drop_all
 from .engine.reads import walk_all
 from .engine.requests import RequestRunner
 from .errors import ClientClosed, ConfigurationError, RemoteProtocolError, ServerError, TopGunError
@@ -195,9 +195,7 @@ class QueryRegistry:
     def drop(self) -> List["Subscription"]:
         """After a fork: mark every subscription closed without a word to the server; returns them."""
         self._closed = True
-        subs, self._subs = list(self._subs.values()), {}
-        for sub in subs:
-            sub.closed = True  # the parent keeps its subscriptions; these copies never deliver
+        subs, self._subs = drop_all(self._subs.values()), {}
         return subs
 
     # ProviderListener -------------------------------------------------------------------

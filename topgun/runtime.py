@@ -29,7 +29,7 @@ Not in here: building the connections (the client's ``connect``), configuration 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from gevent.pool import Group
 
@@ -154,6 +154,16 @@ class Runtime:
         self.engine.close(timeout=engine_timeout)  # closes the provider too
         if self.outbox is not None:
             self.outbox.close()  # after the engine: rows of writes it failed stay for the next start
+
+    def drop_subscriptions(self) -> List[Any]:
+        """After a fork: every subscription of every kind marked closed, without a word to the
+        server (the parent keeps them; these copies would never deliver); returns them."""
+        subs: List[Any] = list(self.queries.drop()) + self.topics.drop() + self.counters.drop()
+        for service in self._services.values():
+            drop = getattr(service, "drop", None)
+            if drop is not None:
+                subs.extend(drop())
+        return subs
 
     def drop_storage(self) -> None:
         """After a fork: let go of the storage without closing it (the parent still uses the file)."""

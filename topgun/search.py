@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import gevent
 
-from .delivery import Delivery
+from .delivery import Delivery, drop_all
 from .engine.ormap_reads import read_keys
 from .engine.reads import MISSING, point_read
 from .errors import ClientClosed, ConfigurationError, OperationTimeout, RemoteProtocolError, TopGunError
@@ -185,6 +185,12 @@ class SearchRegistry:
         self.closed = True
         for sub in list(self._subs.values()):
             sub.close()
+
+    def drop(self) -> List["SearchSubscription"]:
+        """After a fork: mark every subscription closed without a word to the server; returns them."""
+        self.closed = True
+        subs, self._subs = drop_all(self._subs.values()), {}
+        return subs
 
     # ProviderListener
     def on_connected(self, conn: Connection) -> None:

@@ -36,7 +36,7 @@ import gevent
 
 from . import threads
 from .binding import Bindings
-from .delivery import Delivery
+from .delivery import Delivery, drop_all
 from .engine.requests import RequestRunner
 from .errors import ClientClosed, ConfigurationError
 from .protocol import messages as m
@@ -138,6 +138,12 @@ class TopicRegistry:
             for sub in list(subs):
                 sub.close()
         self.bindings.close()
+
+    def drop(self) -> List["TopicSubscription"]:
+        """After a fork: mark every subscription closed without a word to the server; returns them."""
+        self._closed = True
+        subs, self._subs = drop_all(sub for group in self._subs.values() for sub in group), {}
+        return subs
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._subs.values())

@@ -31,6 +31,9 @@ kv.set("parent", -1)
 parent_inodes = {os.fstat(s.fileno()).st_ino for s in list(client._sockets._sockets) if s.fileno() >= 0}
 assert parent_inodes, "the parent holds a socket"
 print("mode", client.thread_mode, flush=True)
+# One subscription of every kind: a child's copies are closed (they would never deliver), the parent's live on.
+subs = [kv.subscribe(), client.topic("fork_safety").subscribe(), client.counter("fork_safety").subscribe(),
+        client.ormap("fork_safety").subscribe()]
 
 
 def open_socket_inodes() -> set:
@@ -48,6 +51,10 @@ def child(i: int) -> int:
         print(f"child {i}: the parent's socket is still open here", flush=True)
         return 3
     kv.set(f"child{i}", os.getpid())                 # first use: a fresh home and connection
+    still_open = [repr(s) for s in subs if not s.closed]
+    if still_open:
+        print(f"child {i}: inherited subscriptions not marked closed: {still_open}", flush=True)
+        return 4
     assert kv.get(f"child{i}") == os.getpid()
     mine = {os.fstat(s.fileno()).st_ino for s in list(client._sockets._sockets) if s.fileno() >= 0}
     assert mine and not mine & parent_inodes
@@ -84,5 +91,6 @@ print("children exited", codes, flush=True)
 assert codes == [0, 0], codes
 assert sorted(k for k in kv.keys()) == ["child0", "child1", "parent"]
 client.ping()
+assert not [s for s in subs if s.closed], subs       # the children closed only their copies
 client.close()
 print("parent ok", flush=True)
