@@ -234,14 +234,19 @@ def test_a_callable_whose_tokens_keep_being_refused_raises_auth_error(mode: str,
     assert len(calls) >= AUTH_ATTEMPTS
 
 
-def test_once_tokens_keep_being_refused_requests_fail_with_auth_error_at_once(make: Any) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_once_tokens_keep_being_refused_requests_fail_with_auth_error_at_once(mode: str, make: Any) -> None:
     good = {"good"}
     server = FakeServer(jwt=True, good_tokens=good)
-    client = make(server, "url", token=lambda: "good")
+    client = make(server, mode, token=lambda: "good")
     good.clear()                     # the server now refuses the token (say, its key was rotated)
     server.drop_all()
-    wait_for(lambda: not client.connected and isinstance(client.runtime.last_error, AuthError))
-    wait_for(lambda: client.runtime.provider.refusals.persistent)
+    wait_for(lambda: not client.connected)
+    provider = client.runtime.provider
+    if mode == "url":
+        wait_for(lambda: isinstance(client.runtime.last_error, AuthError) and provider.refusals.persistent)
+    else:                            # every node of the map refused it, as often as it takes
+        wait_for(lambda: provider._refused_everywhere() is not None)
     with pytest.raises(AuthError):
         client.ping(timeout=2.0)
     with pytest.raises(AuthError):

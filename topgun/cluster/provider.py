@@ -49,6 +49,7 @@ from ..engine.provider import REFUSED_ATTEMPTS, ProviderListener
 from ..errors import (
     AuthError,
     ClientClosed,
+    ClusterUnavailable,
     ConnectionLost,
     ConnectTimeout,
     RemoteProtocolError,
@@ -468,19 +469,48 @@ class ClusterProvider:
     # ------------------------------------------------------------------ ConnectionProvider
 
     def connection_for_key(self, key: str) -> Connection:
-        """The connection for ``key`` (owner's, or a forwarder). Raises retryable ClusterUnavailable."""
+        """The connection for ``key`` (owner's, or a forwarder).
+
+        Raises:
+            ClusterUnavailable: (retryable) no usable connection for it now.
+            AuthError: every node keeps refusing the token (see :meth:`_refused_everywhere`).
+        """
         if self._closed:
             raise ClientClosed("the client is closed")
-        return self.router.route(key)
+        try:
+            return self.router.route(key)
+        except ClusterUnavailable as exc:
+            raise self._refused_everywhere() or exc
 
     def any_connection(self) -> Connection:
-        """Some routable connection, round robin over nodes' connections."""
+        """Some routable connection, round robin over nodes' connections (raises as above)."""
         if self._closed:
             raise ClientClosed("the client is closed")
         conns = self._pool.routable_connections()
         if not conns:
-            raise unavailable("no cluster node is connected")
+            raise self._refused_everywhere() or unavailable("no cluster node is connected")
         return conns[next(self._rr) % len(conns)]
+
+    def _refused_everywhere(self) -> Optional[AuthError]:
+        """An AuthError when every node of the map (or, before a map, the seeds) keeps refusing
+        the token: waiting for the deadline would not change that, so callers hear it at once,
+        as in ``url=`` mode. None otherwise."""
+        def token_refused(error: Optional[BaseException]) -> bool:
+            return isinstance(error, AuthError) and not isinstance(error, TokenProviderError)
+        nodes = list(self._pool.nodes.values())
+        if nodes:
+            if not all(n.refusals.persistent and token_refused(n.last_error) for n in nodes):
+                return None
+            error = nodes[0].last_error
+            where = f"every node ({', '.join(sorted(n.node_id for n in nodes))})"
+        else:
+            if not (self.refusals.persistent and token_refused(self.last_error)):
+                return None
+            error, where = self.last_error, "the seeds"
+        assert isinstance(error, AuthError)
+        refusal = AuthError(f"{where} keep refusing the token: {error}", code=error.code, details=error.details)
+        refusal.__cause__ = error
+        return refusal
 
     def open_connections(self) -> List[Connection]:
         return self._pool.open_connections()
