@@ -107,3 +107,20 @@ def test_reads_of_one_key_one_after_the_other_each_ask(served: Any) -> None:
     server.store["k"] = "v2"
     assert point_read(conn, "m", "k", 5.0) == "v2"
     assert server.requests == 8
+
+
+def test_a_fresh_request_waits_out_an_earlier_one_of_the_same_key_and_gets_its_own_reply(served: Any) -> None:
+    # The same for every reply matched by content (walks of maps and OR-maps use fresh requests).
+    conn, server = served
+    leaf = m.MerkleReqBucket("m", leaf_paths("k")[3])
+    server.store["k"], server.holding = "old", True
+    first = conn.request_async(leaf)
+    gevent.idle()
+    server.store["k"] = "new"
+    second = gevent.spawn(conn.fresh_request, leaf, 5.0)
+    gevent.idle()
+    assert server.requests == 1                     # not sent while the earlier one is unanswered
+    server.release()
+    assert first.get(timeout=5.0).records[0].record.value == "old"
+    assert second.get(timeout=5.0).records[0].record.value == "new"
+    assert server.requests == 2

@@ -43,7 +43,7 @@ def _records(entry: Any) -> List[ORRecord]:
 
 def read_keys(conn: Connection, map_name: str, keys: List[str], timeout: float) -> Dict[str, List[ORRecord]]:
     """The records of ``keys`` (ORMAP_DIFF_REQUEST; unknown keys come back empty)."""
-    reply = conn.request(m.OrmapDiffRequest(map_name, list(keys)), timeout)
+    reply = conn.fresh_request(m.OrmapDiffRequest(map_name, list(keys)), timeout)
     if not isinstance(reply, m.OrmapDiffResponse):
         raise RemoteProtocolError(f"expected ORMAP_DIFF_RESPONSE, got {reply.TYPE}")
     out: Dict[str, List[ORRecord]] = {k: [] for k in keys}
@@ -60,7 +60,7 @@ def walk(conn: Connection, map_name: str, timeout: float) -> Dict[str, List[ORRe
     Buckets of hash 0 are skipped: 2.2.0 keeps emptied nodes and reports them with hash 0.
     """
     deadline = conn.clock.monotonic() + timeout
-    root = conn.request(m.OrmapSyncInit(map_name), timeout)
+    root = conn.fresh_request(m.OrmapSyncInit(map_name), timeout)
     if not isinstance(root, m.OrmapSyncRespRoot):
         raise RemoteProtocolError(f"expected ORMAP_SYNC_RESP_ROOT, got {root.TYPE}")
     out: Dict[str, List[ORRecord]] = {}
@@ -68,7 +68,7 @@ def walk(conn: Connection, map_name: str, timeout: float) -> Dict[str, List[ORRe
         return out
     frontier = [""]
     while frontier:
-        waiting = [(p, conn.request_async(m.OrmapMerkleReqBucket(map_name, p))) for p in frontier]
+        waiting = [(p, conn.fresh_request_async(m.OrmapMerkleReqBucket(map_name, p), deadline)) for p in frontier]
         frontier = []
         try:
             for path, result in waiting:

@@ -38,17 +38,12 @@ def point_record(conn: Connection, map_name: str, key: str, timeout: float) -> A
     """The ``LWWRecord`` (value and the server's timestamp) stored under ``key``, or ``MISSING``."""
     paths = leaf_paths(key)
     deadline = conn.clock.monotonic() + timeout
-    # Replies carry only their path, so a request of the same path already in flight would
-    # share its reply with ours, and the server may have computed it before this read began
-    # (a value older than a write acknowledged meanwhile: a stale read). Let those finish first.
-    for p in paths:
-        earlier = conn.pending(("merkle", map_name, p))
-        if earlier is not None:
-            earlier.wait(max(0.0, deadline - conn.clock.monotonic()))
-            if not earlier.ready():
-                raise OperationTimeout(f"an earlier Merkle request for {p} to {conn.url} is still unanswered")
-    waiting = [(("merkle", map_name, p), conn.request_async(m.MerkleReqBucket(map_name, p))) for p in paths]
+    # Replies carry only their path: fresh requests, never one in flight from before this read.
+    waiting: List[Tuple[Any, Any]] = []
     try:
+        for p in paths:
+            request = m.MerkleReqBucket(map_name, p)
+            waiting.append((("merkle", map_name, p), conn.fresh_request_async(request, deadline)))
         for level in range(3):
             reply = _get(conn, waiting[level][1], deadline, paths[level])
             if not isinstance(reply, m.SyncRespBuckets):
@@ -101,8 +96,11 @@ def walk_all(conn: Connection, map_name: str, timeout: float) -> Dict[str, Any]:
 
 
 def _fan_out(conn: Connection, map_name: str, paths: List[str], deadline: float) -> List[Tuple[str, m.Message]]:
-    waiting = [(p, ("merkle", map_name, p), conn.request_async(m.MerkleReqBucket(map_name, p))) for p in paths]
+    waiting: List[Tuple[str, Any, Any]] = []
     try:
+        for p in paths:
+            waiting.append((p, ("merkle", map_name, p), conn.fresh_request_async(m.MerkleReqBucket(map_name, p),
+                                                                                 deadline)))
         return [(p, _get(conn, result, deadline, p)) for p, _, result in waiting]
     finally:
         for _, k, result in waiting:

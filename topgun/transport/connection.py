@@ -207,14 +207,6 @@ class Connection:
             result = self._pending[key] = AsyncResult()
         return result
 
-    def pending(self, key: correlate.Key) -> Optional[AsyncResult]:
-        """The result a request already sent with ``key`` waits on, if one is in flight.
-
-        ``expect`` shares it with any later request of the same key, and its reply may have
-        been computed before that later request was made.
-        """
-        return self._pending.get(key)
-
     def forget(self, key: correlate.Key, result: Optional[AsyncResult] = None) -> None:
         if result is None or self._pending.get(key) is result:
             self._pending.pop(key, None)
@@ -230,6 +222,36 @@ class Connection:
             self.forget(key, result)
             raise
         return result
+
+    def fresh_request_async(self, msg: m.Message, deadline: float) -> AsyncResult:
+        """``request_async``, once a request of the same key already in flight is answered.
+
+        For replies matched by their content alone (a Merkle path, a map name): ours would
+        share the earlier request's reply, which the server may have computed before this
+        call began, i.e. a value older than a write acknowledged meanwhile (a stale read).
+
+        Raises:
+            OperationTimeout: that earlier request is still unanswered at ``deadline``
+                (``clock.monotonic()``).
+        """
+        key = correlate.request_key(msg)
+        earlier = self._pending.get(key) if key is not None else None
+        if earlier is not None:
+            earlier.wait(max(0.0, deadline - self.clock.monotonic()))
+            if not earlier.ready():
+                raise OperationTimeout(f"an earlier {msg.TYPE} of the same key to {self.url} is still unanswered")
+        return self.request_async(msg, key)
+
+    def fresh_request(self, msg: m.Message, timeout: float) -> m.Message:
+        """``request``, after any request of the same key in flight (see :meth:`fresh_request_async`)."""
+        deadline = self.clock.monotonic() + timeout
+        key = correlate.request_key(msg)
+        result = self.fresh_request_async(msg, deadline)
+        try:
+            return result.get(timeout=max(0.0, deadline - self.clock.monotonic()))  # type: ignore[no-any-return]
+        except gevent.Timeout:
+            self.forget(key, result)  # type: ignore[arg-type]
+            raise OperationTimeout(f"no reply to {msg.TYPE} from {self.url} within {timeout:.3g}s") from None
 
     def request(self, msg: m.Message, timeout: float, key: Optional[correlate.Key] = None) -> m.Message:
         """Send ``msg`` and wait for its reply. Raises OperationTimeout after ``timeout`` s."""
