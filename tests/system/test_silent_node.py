@@ -19,6 +19,7 @@ import pytest
 
 import topgun
 from topgun.errors import OperationTimeout, TopGunError
+from topgun.server.process import stop_process
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(90)]
 
@@ -76,7 +77,7 @@ def stopped(pids: List[int]) -> Any:
     class Stopped:
         def __enter__(self) -> None:
             for pid in pids:
-                os.kill(pid, signal.SIGSTOP)
+                stop_process(pid)           # returns once every thread is stopped, not when the signal is sent
 
         def __exit__(self, *exc: Any) -> None:
             for pid in pids:

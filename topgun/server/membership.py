@@ -302,6 +302,7 @@ class Membership:
             ident = _identity(ack, "CLUSTER_HELLO_ACK")
             if ident is None:
                 raise OSError(f"{url}: expected CLUSTER_HELLO_ACK, got {ack!r}")
+            assert isinstance(ack, dict)  # _identity found its fields
             if self._key is not None and not hmac.compare_digest(
                     link_proof(self._key, "ack", mine, theirs, *ident), _as_bytes(ack.get("proof"))):
                 raise OSError(f"{url}: CLUSTER_HELLO_ACK does not prove the cluster secret")

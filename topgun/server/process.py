@@ -34,10 +34,40 @@ from topgun.protocol.hashing import partition_id
 from .auth import sign_hs256
 from .rawclient import RawClient
 
-__all__ = ["ProcessCluster", "NodeProcess", "NodeStartError"]
+__all__ = ["ProcessCluster", "NodeProcess", "NodeStartError", "stop_process"]
 
 _ADDR_IN_USE = re.compile(r"address already in use|errno 98", re.IGNORECASE)
 _LOG_TAIL_LINES = 80
+
+
+def stop_process(pid: int, timeout: float = 5.0, clock: Optional[Clock] = None) -> None:
+    """SIGSTOP ``pid`` and return once every thread of it is stopped (Linux: /proc).
+
+    ``kill()`` returns before the signal lands: a thread busy on another core may still answer a
+    request sent right after it (seen with the multi-threaded 2.2.0 server under load), so a
+    test of a "silent" node must wait for the stop itself.
+
+    Raises:
+        TimeoutError: some thread is not stopped after ``timeout`` seconds.
+    """
+    clock = clock or GeventClock()
+    os.kill(pid, signal.SIGSTOP)
+    tasks = Path(f"/proc/{pid}/task")
+    if not tasks.is_dir():
+        return  # no /proc: nothing to look at, the signal is all there is
+    deadline = clock.monotonic() + timeout
+    while True:
+        states = []
+        for stat in tasks.glob("*/stat"):
+            try:
+                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+            except (OSError, IndexError):
+                continue  # a thread that just ended
+        if all(state in ("T", "t") for state in states):
+            return
+        if clock.monotonic() >= deadline:
+            raise TimeoutError(f"process {pid} not stopped after {timeout}s (thread states {states})")
+        clock.sleep(0.001)
 
 
 class NodeStartError(RuntimeError):
@@ -141,9 +171,12 @@ class NodeProcess:
                 self.kill()
 
     def signal(self, sig: int) -> None:
-        """Send any signal (SIGSTOP makes a hung node)."""
+        """Send any signal (SIGSTOP makes a hung node: returns once it is stopped)."""
         if self.proc is not None:
-            os.kill(self.proc.pid, sig)
+            if sig == signal.SIGSTOP:
+                stop_process(self.proc.pid, clock=self.clock)
+            else:
+                os.kill(self.proc.pid, sig)
 
     def _wait_exit(self, timeout: float) -> bool:
         deadline = self.clock.monotonic() + timeout

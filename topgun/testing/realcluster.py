@@ -48,6 +48,7 @@ from gevent.server import StreamServer
 from topgun.clock import Clock, GeventClock
 from topgun.errors import ConfigurationError, TopGunError
 from topgun.protocol.hashing import PARTITION_COUNT, partition_id
+from topgun.server.process import stop_process
 from topgun.testing.realserver import RealServer, ServerStartError
 from topgun.transport.websocket import WebSocketTransport
 
@@ -288,7 +289,7 @@ class RealCluster:
         pid = self.servers[node_id].pid
         if pid is None:
             raise ServerStartError(f"{self.servers[node_id]!r} is not running")
-        os.kill(pid, signal.SIGSTOP)
+        stop_process(pid)
         self._paused.add(node_id)
 
     def resume(self, node_id: str) -> None:
