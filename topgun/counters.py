@@ -39,7 +39,7 @@ from . import threads
 from .binding import Bindings
 from .delivery import Delivery, drop_all
 from .engine.requests import RequestRunner
-from .errors import ClientClosed, ConfigurationError, OperationTimeout, RemoteProtocolError
+from .errors import ClientClosed, ConfigurationError, ConnectionLost, OperationTimeout, RemoteProtocolError
 from .protocol import messages as m
 from .retry import VersionedEvent
 from .transport.connection import Connection
@@ -144,7 +144,7 @@ class CounterRegistry:
             self._read(name, conn, remaining)
             return
         sent = state.wire()
-        own = (sent["p"].get(self.actor, 0), sent["n"].get(self.actor, 0))
+        own = self._own(name)
         deadline = self.requests.clock.monotonic() + remaining
         reply = conn.request(m.CounterSync(name, sent), remaining)
         if not isinstance(reply, m.CounterUpdate):
@@ -152,10 +152,19 @@ class CounterRegistry:
         self._merge(name, reply.state)
         # That reply may be a COUNTER_UPDATE the node sent before it merged our sync (another
         # client's change looks the same on the wire); the answer to ours follows it.
+        # Woken by each confirmation, lost connection and close (all bump _confirms).
         while not self._confirmed_holds(name, own):
+            if self.closed:
+                raise ClientClosed("the client is closed")
+            if not conn.is_open:  # retryable: the runner attaches again on the name's next connection
+                raise ConnectionLost(f"counter {name!r}: {conn.url} was lost before it confirmed our totals")
             since, left = self._confirms.version, deadline - self.requests.clock.monotonic()
             if left <= 0 or not self._confirms.wait_for_change(since, left):
                 raise OperationTimeout(f"counter {name!r}: {conn.url} sent no COUNTER_UPDATE with our totals")
+
+    def _own(self, name: str) -> Any:
+        state = self.state(name)
+        return (state.p.get(self.actor, 0.0), state.n.get(self.actor, 0.0))
 
     def _confirmed_holds(self, name: str, own: Any) -> bool:
         confirmed = self._confirmed.get(name, (0.0, 0.0))
@@ -200,8 +209,10 @@ class CounterRegistry:
             state.add(self.actor, amount)
             self._notify(name)  # our own change is a change too
         timeout = self.request_timeout if timeout is None else timeout
-        if not amount and self.bindings.bound.get(name) is not None:
-            # A read of a counter already attached: ask its node (see _read).
+        if not amount and self.bindings.bound.get(name) is not None \
+                and self._confirmed_holds(name, self._own(name)):
+            # A read of a counter attached, whose node has confirmed all our changes: ask it
+            # (see _read). Otherwise the sync below sends them first.
             self.requests.call(lambda conn, remaining: self._read(name, conn, remaining), key=name, timeout=timeout)
             return state.value
         # Each change attaches again on the name's current connection: a COUNTER_SYNC there is
@@ -229,6 +240,7 @@ class CounterRegistry:
         self._closed = True
         self.drop()
         self.bindings.close()
+        self._confirms.bump()
 
     def drop(self) -> List["CounterSubscription"]:
         """After a fork: mark every subscription closed without a word to the server; returns them."""
@@ -246,6 +258,7 @@ class CounterRegistry:
 
     def on_disconnected(self, conn: Connection, exc: Optional[BaseException]) -> None:
         self.bindings.connection_lost(conn)
+        self._confirms.bump()  # an attach waiting for a confirmation on it gives up (retryable)
 
     def on_message(self, conn: Connection, msg: m.Message) -> None:
         if isinstance(msg, (m.CounterUpdate, m.CounterResponse)) and msg.name in self.states:

@@ -194,3 +194,44 @@ def test_a_counter_read_takes_only_a_counter_response() -> None:
     conn.first = m.CounterResponse("hits", {"p": {"other": 9.0}, "n": {}})
     registry._read("hits", conn, 1.0)
     assert registry.state("hits").value == 9
+
+
+def test_an_increment_waiting_for_its_confirmation_fails_over_when_the_connection_is_lost() -> None:
+    import gevent
+
+    from topgun.errors import ConnectionLost
+    from topgun.protocol import messages as m
+    registry, conn = _counters(m.CounterUpdate("hits", {"p": {"other": 4.0}, "n": {}}))
+    registry.state("hits").add("me", 1)
+
+    def lose() -> None:
+        conn.is_open = False
+        registry.on_disconnected(conn, None)  # type: ignore[arg-type]
+
+    gevent.spawn_later(0.05, lose)
+    with pytest.raises(ConnectionLost) as lost:   # retryable: attached again on the next connection
+        registry._attach("hits", conn, 5.0)
+    assert lost.value.retryable
+
+
+class _CallingRequests(_Requests):
+    def call(self, fn: Any, *, key: Any = None, timeout: Any = None, op: str = "") -> Any:
+        return fn(self.provider.connection_for_key(key), timeout)
+
+
+def test_a_read_after_a_change_the_node_did_not_confirm_sends_the_change_again() -> None:
+    import gevent
+
+    from topgun.counters import CounterRegistry
+    from topgun.protocol import messages as m
+    conn = _CounterConn(m.CounterResponse("hits", {"p": {}, "n": {}}))
+    registry = CounterRegistry(_CallingRequests(_Provider(conn)), home=None, spawn=gevent.spawn,  # type: ignore[arg-type]
+                               node_id="c", actor="me")
+    assert registry.sync("hits", 1.0) == 0                 # attached (COUNTER_REQUEST: nothing of ours yet)
+    registry.state("hits").add("me", 2)                    # a change whose sync timed out, say
+    conn.first = m.CounterUpdate("hits", {"p": {"me": 2.0}, "n": {}})
+    assert registry.sync("hits", 1.0) == 2
+    assert [type(msg).__name__ for msg in conn.sent] == ["CounterRequest", "CounterSync"]
+    conn.first = m.CounterResponse("hits", {"p": {"me": 2.0}, "n": {}})
+    assert registry.sync("hits", 1.0) == 2                 # confirmed now: a plain read
+    assert type(conn.sent[-1]).__name__ == "CounterRequest"

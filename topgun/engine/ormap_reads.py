@@ -10,7 +10,7 @@ runs these inside ``RequestRunner.call``).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import gevent
 
@@ -68,9 +68,11 @@ def walk(conn: Connection, map_name: str, timeout: float) -> Dict[str, List[ORRe
         return out
     frontier = [""]
     while frontier:
-        waiting = [(p, conn.fresh_request_async(m.OrmapMerkleReqBucket(map_name, p), deadline)) for p in frontier]
-        frontier = []
+        waiting: List[Tuple[str, Any]] = []
+        paths, frontier = frontier, []
         try:
+            for p in paths:
+                waiting.append((p, conn.fresh_request_async(m.OrmapMerkleReqBucket(map_name, p), deadline)))
             for path, result in waiting:
                 try:
                     reply = result.get(timeout=max(0.0, deadline - conn.clock.monotonic()))

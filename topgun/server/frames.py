@@ -309,8 +309,8 @@ class FrameSocket:
         if self.closed:
             return
         self.closed = True
-        if flush and self._out:
-            self._wake.set()
+        if flush and (self._out or self._busy or self._inflight):
+            self._wake.set()   # the writer finishes what it holds (and what is queued), then closes
             return
         self._out = []
         self._abort()

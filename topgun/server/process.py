@@ -63,8 +63,8 @@ def stop_process(pid: int, timeout: float = 5.0, clock: Optional[Clock] = None) 
                 states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
             except (OSError, IndexError):
                 continue  # a thread that just ended
-        if all(state in ("T", "t") for state in states):
-            return
+        if all(state in ("T", "t", "Z", "X") for state in states):
+            return  # stopped (or already dead: nothing of it runs either)
         if clock.monotonic() >= deadline:
             raise TimeoutError(f"process {pid} not stopped after {timeout}s (thread states {states})")
         clock.sleep(0.001)
