@@ -3,7 +3,8 @@
 A subscription hands each item it receives to :meth:`Delivery._hand_over`: to its callback if it
 was given one (run on the client's reader greenlet; a callback that raises is logged and the next
 item still arrives), else into a queue that :meth:`Delivery.get` and iteration read, from any
-thread. ``with`` closes the subscription.
+thread. ``with`` closes the subscription. :class:`SubscriptionSet` is the registry half that
+registries keeping one flat dict of subscriptions share (``close()``, and ``drop()`` after a fork).
 
 Not in here: subscribing and resubscribing after reconnects, what an item is, and ``close()``
 itself beyond its template (each subscription unsubscribes in its own way: ``_release()``); a
@@ -12,7 +13,7 @@ subclass provides ``_release()``, ``closed`` and ``_registry`` (whose ``home`` r
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Generic, Iterable, Iterator, List, Optional, TypeVar
+from typing import Any, Callable, Dict, Generic, Iterable, Iterator, List, Optional, TypeVar
 
 from gevent.queue import Empty, Queue
 
@@ -21,7 +22,7 @@ from .errors import OperationTimeout
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Delivery", "drop_all"]
+__all__ = ["Delivery", "SubscriptionSet", "drop_all"]
 
 T = TypeVar("T")
 
@@ -33,6 +34,24 @@ def drop_all(subs: Iterable[Any]) -> List[Any]:
     for sub in dropped:
         sub.closed = True
     return dropped
+
+
+class SubscriptionSet:
+    """A registry's live subscriptions in ``_subs`` (any key): ``close()`` closes each (it
+    unsubscribes), ``drop()`` after a fork only marks them (see :func:`drop_all`)."""
+
+    closed: bool
+    _subs: Dict[Any, Any]
+
+    def close(self) -> None:
+        self.closed = True
+        for sub in list(self._subs.values()):
+            sub.close()
+
+    def drop(self) -> List[Any]:
+        self.closed = True
+        subs, self._subs = drop_all(self._subs.values()), {}
+        return subs
 
 
 def _registry(sub: Any) -> Any:

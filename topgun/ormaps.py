@@ -31,7 +31,7 @@ import uuid
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import threads
-from .delivery import Delivery, drop_all
+from .delivery import Delivery, SubscriptionSet
 from .engine.ormap_reads import ORRecord, read_keys, walk
 from .errors import ClientClosed, ConfigurationError, OperationTimeout, RemoteProtocolError, TopGunError
 from .maps import RuntimeSource, _check_key, _check_value
@@ -228,7 +228,7 @@ class ORMapHandle:
         return f"<ORMapHandle {self.name}>"
 
 
-class ORMapRegistry:
+class ORMapRegistry(SubscriptionSet):
     """The OR-map subscriptions of one runtime; a listener of its provider (``runtime.service``)."""
 
     def __init__(self, runtime: Runtime) -> None:
@@ -253,17 +253,6 @@ class ORMapRegistry:
 
     def forget(self, sub: "ORMapSubscription") -> None:
         self._subs.pop(sub.sub_id, None)
-
-    def close(self) -> None:
-        self.closed = True
-        for sub in list(self._subs.values()):
-            sub.close()
-
-    def drop(self) -> List["ORMapSubscription"]:
-        """After a fork: mark every subscription closed without a word to the server; returns them."""
-        self.closed = True
-        subs, self._subs = drop_all(self._subs.values()), {}
-        return subs
 
     # ProviderListener
     def on_connected(self, conn: Connection) -> None:

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import gevent
 
-from .delivery import Delivery, drop_all
+from .delivery import Delivery, SubscriptionSet
 from .engine.ormap_reads import read_keys
 from .engine.reads import MISSING, point_read
 from .errors import ClientClosed, ConfigurationError, OperationTimeout, RemoteProtocolError, TopGunError
@@ -148,7 +148,7 @@ def _fetch(runtime: Runtime, map_name: str, key: str, deadline: float) -> Any:
     return runtime.requests.call(attempt, key=key, timeout=left)
 
 
-class SearchRegistry:
+class SearchRegistry(SubscriptionSet):
     """The live searches of one runtime; a listener of its provider (``runtime.service``)."""
 
     def __init__(self, runtime: Runtime) -> None:
@@ -180,17 +180,6 @@ class SearchRegistry:
 
     def forget(self, sub: "SearchSubscription") -> None:
         self._subs.pop(id(sub), None)
-
-    def close(self) -> None:
-        self.closed = True
-        for sub in list(self._subs.values()):
-            sub.close()
-
-    def drop(self) -> List["SearchSubscription"]:
-        """After a fork: mark every subscription closed without a word to the server; returns them."""
-        self.closed = True
-        subs, self._subs = drop_all(self._subs.values()), {}
-        return subs
 
     # ProviderListener
     def on_connected(self, conn: Connection) -> None:
