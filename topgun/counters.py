@@ -173,7 +173,7 @@ class CounterRegistry:
     def _read(self, name: str, conn: Connection, remaining: float) -> None:
         # COUNTER_REQUEST is answered by COUNTER_RESPONSE, which no other client's change
         # produces: the value is the node's as of this request.
-        reply = conn.request(m.CounterRequest(name), remaining)
+        reply = conn.fresh_request(m.CounterRequest(name), remaining)
         if not isinstance(reply, m.CounterResponse):
             raise RemoteProtocolError(f"expected COUNTER_RESPONSE, got {reply.TYPE}")
         self._merge(name, reply.state)

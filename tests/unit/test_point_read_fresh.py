@@ -16,6 +16,7 @@ import msgpack
 import pytest
 
 from topgun.engine.reads import leaf_paths, point_read
+from topgun.errors import OperationTimeout
 from topgun.protocol import codec
 from topgun.protocol import messages as m
 from topgun.transport.connection import Connection
@@ -67,8 +68,20 @@ class HoldingServer:
             self.transport.send(reply)
 
 
+LATE_REPLY_S = 0.3  # the connection's wait for a timed-out request's reply, short for the give-up test
+
+
 @pytest.fixture
 def served() -> Iterator[Any]:
+    yield from _served(30.0)
+
+
+@pytest.fixture
+def served_short() -> Iterator[Any]:
+    yield from _served(LATE_REPLY_S)
+
+
+def _served(late_reply_s: float) -> Iterator[Any]:
     greenlets: List[gevent.Greenlet] = []
     servers: List[HoldingServer] = []
 
@@ -79,7 +92,8 @@ def served() -> Iterator[Any]:
         greenlets.append(gevent.spawn(server.serve))
         return client_end
 
-    conn = Connection("ws://127.0.0.1:1/ws", transport_factory=factory, ping_interval=None).open()
+    conn = Connection("ws://127.0.0.1:1/ws", transport_factory=factory, ping_interval=None,
+                      late_reply_s=late_reply_s).open()
     yield conn, servers[0]
     conn.close()
     gevent.killall(greenlets, timeout=1.0)
@@ -124,3 +138,32 @@ def test_a_fresh_request_waits_out_an_earlier_one_of_the_same_key_and_gets_its_o
     assert first.get(timeout=5.0).records[0].record.value == "old"
     assert second.get(timeout=5.0).records[0].record.value == "new"
     assert server.requests == 2
+
+
+def test_a_read_after_one_that_timed_out_does_not_take_its_late_reply(served: Any) -> None:
+    # The first read gives up; its replies (computed before the write) come after the second
+    # read began. Forgetting the first read's requests let the second one take them ("old").
+    conn, server = served
+    server.store["k"], server.holding = "old", True
+    with pytest.raises(OperationTimeout):
+        point_read(conn, "m", "k", 0.2)
+    assert conn.pending_count == 0                  # nobody waits for those four replies any more
+    server.store["k"] = "new"
+    second = gevent.spawn(point_read, conn, "m", "k", 5.0)
+    gevent.idle()
+    server.release()
+    assert second.get(timeout=5.0) == "new"
+    assert server.requests == 8                     # its own four, sent once the late replies had come
+
+
+def test_a_late_reply_that_never_comes_is_given_up_after_late_reply_s(served_short: Any) -> None:
+    conn, server = served_short
+    server.store["k"], server.holding = "v", True
+    with pytest.raises(OperationTimeout):
+        point_read(conn, "m", "k", 0.1)
+    server.held.clear()                             # the server dropped those requests: no reply will come
+    server.holding = False
+    with pytest.raises(OperationTimeout, match="earlier"):
+        point_read(conn, "m", "k", 0.05)             # its deadline falls before the give-up time
+    assert point_read(conn, "m", "k", 5.0) == "v"   # waits out the rest of late_reply_s, then asks itself
+    assert server.requests == 8

@@ -1,7 +1,7 @@
 """Pieces of topics, locks and counters that need no server: name rules, counter merging, lock options."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, List
 
 import pytest
 
@@ -146,10 +146,15 @@ class _CounterConn(_Conn):
     def __init__(self, first: Any) -> None:
         super().__init__("n1")
         self.first = first
+        self.fresh: List[Any] = []
 
     def request(self, msg: Any, timeout: float) -> Any:
         self.sent.append(msg)
         return self.first
+
+    def fresh_request(self, msg: Any, timeout: float) -> Any:
+        self.fresh.append(msg)
+        return self.request(msg, timeout)
 
 
 def _counters(first: Any) -> Any:
@@ -194,6 +199,9 @@ def test_a_counter_read_takes_only_a_counter_response() -> None:
     conn.first = m.CounterResponse("hits", {"p": {"other": 9.0}, "n": {}})
     registry._read("hits", conn, 1.0)
     assert registry.state("hits").value == 9
+    # COUNTER_RESPONSE carries only the name: a read waits out one still unanswered (or
+    # given up on, its reply still due), so it never takes a value from before it began.
+    assert [type(msg).__name__ for msg in conn.fresh] == ["CounterRequest", "CounterRequest"]
 
 
 def test_an_increment_waiting_for_its_confirmation_fails_over_when_the_connection_is_lost() -> None:

@@ -88,5 +88,5 @@ def walk(conn: Connection, map_name: str, timeout: float) -> Dict[str, List[ORRe
         finally:
             for path, result in waiting:
                 if not result.ready():
-                    conn.forget(("ormap_merkle", map_name, path), result)
+                    conn.abandon(("ormap_merkle", map_name, path), result)
     return out

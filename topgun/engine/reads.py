@@ -62,7 +62,7 @@ def point_record(conn: Connection, map_name: str, key: str, timeout: float) -> A
     finally:
         for k, result in waiting:
             if not result.ready():
-                conn.forget(k, result)
+                conn.abandon(k, result)
 
 
 def _get(conn: Connection, result: Any, deadline: float, path: str) -> m.Message:
@@ -105,4 +105,4 @@ def _fan_out(conn: Connection, map_name: str, paths: List[str], deadline: float)
     finally:
         for _, k, result in waiting:
             if not result.ready():
-                conn.forget(k, result)
+                conn.abandon(k, result)

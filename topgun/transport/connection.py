@@ -7,6 +7,11 @@ Contract:
   So no-auth servers cost one round trip, not an ``auth_wait`` guess.
 - ``request(msg, timeout)`` returns the reply or raises ``OperationTimeout`` /
   ``ConnectionLost`` / a ``ServerError``; it never waits past its timeout.
+- A request given up on (``abandon``: its timeout passed) stays registered until its reply
+  comes or ``late_reply_s`` passes, so a late reply is taken by it, never by a newer request
+  of the same key; ``fresh_request`` waits such a request out first. Replies are matched by
+  content (a map name, a Merkle path), so without this a read made after a timed-out one
+  could return the older reply, computed before the read began.
 - When the reader ends (peer closed, error, ``close()``), every pending request fails with
   ``ConnectionLost`` and ``on_closed(conn, exc)`` is called once.
 - Messages that answer no pending request (pushes) go to ``on_message(conn, msg)``; a
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
 import gevent
@@ -54,6 +59,8 @@ TokenSource = Any  # None | str | Callable[[], str | None]
 
 _ids = itertools.count(1)
 
+LATE_REPLY_S = 30.0  # how long a timed-out request's reply is still expected (then it is forgotten)
+
 
 def _default_factory(url: str, timeout: float) -> Transport:
     from .websocket import WebSocketTransport
@@ -69,7 +76,8 @@ class Connection:
                  on_closed: Optional[Callable[["Connection", Optional[BaseException]], None]] = None,
                  spawn: Callable[..., gevent.Greenlet] = gevent.spawn,
                  transport_factory: Optional[TransportFactory] = None,
-                 ping_interval: Optional[float] = 5.0, ping_timeout: float = 15.0) -> None:
+                 ping_interval: Optional[float] = 5.0, ping_timeout: float = 15.0,
+                 late_reply_s: float = LATE_REPLY_S) -> None:
         self.url = url
         self.node_id = node_id
         self.clock = clock or GeventClock()
@@ -84,6 +92,8 @@ class Connection:
         self._ping_timeout = ping_timeout
         self._transport: Optional[Transport] = None
         self._pending: Dict[correlate.Key, AsyncResult] = {}
+        self._late_reply_s = late_reply_s
+        self._abandoned: Dict[correlate.Key, Tuple[AsyncResult, float]] = {}  # key -> (result, given up until)
         self._auth_required = Event()
         self._closed = Event()
         self._close_reason: Optional[BaseException] = None
@@ -208,8 +218,30 @@ class Connection:
         return result
 
     def forget(self, key: correlate.Key, result: Optional[AsyncResult] = None) -> None:
+        """Stop expecting the reply of ``key`` (``result``'s, if given): one that still comes is a push.
+
+        Only for requests whose reply cannot come (the send failed) or cannot be mistaken for
+        another's (unique ids); a request that timed out is :meth:`abandon`-ed instead.
+        """
         if result is None or self._pending.get(key) is result:
             self._pending.pop(key, None)
+
+    def abandon(self, key: correlate.Key, result: AsyncResult) -> None:
+        """Nobody waits for ``result`` any more, but its reply may still come: keep it registered.
+
+        Until that reply comes (``result`` takes it) or ``late_reply_s`` passes, a newer
+        request of ``key`` cannot take it: :meth:`fresh_request_async` waits this one out
+        first. Each call also forgets requests abandoned longer ago than that.
+        """
+        now = self.clock.monotonic()
+        for k, (r, until) in list(self._abandoned.items()):
+            if r.ready() or self._pending.get(k) is not r:
+                del self._abandoned[k]
+            elif until <= now:
+                del self._abandoned[k]
+                self._pending.pop(k, None)
+        if not result.ready() and self._pending.get(key) is result:
+            self._abandoned[key] = (result, now + self._late_reply_s)
 
     def request_async(self, msg: m.Message, key: Optional[correlate.Key] = None) -> AsyncResult:
         key = key or correlate.request_key(msg)
@@ -237,9 +269,13 @@ class Connection:
         key = correlate.request_key(msg)
         earlier = self._pending.get(key) if key is not None else None
         if earlier is not None:
-            earlier.wait(max(0.0, deadline - self.clock.monotonic()))
+            gave_up = self._abandoned.get(key)   # type: ignore[arg-type]
+            until = gave_up[1] if gave_up is not None and gave_up[0] is earlier else None
+            earlier.wait(max(0.0, min(deadline, until if until is not None else deadline) - self.clock.monotonic()))
             if not earlier.ready():
-                raise OperationTimeout(f"an earlier {msg.TYPE} of the same key to {self.url} is still unanswered")
+                if until is None or self.clock.monotonic() < until:
+                    raise OperationTimeout(f"an earlier {msg.TYPE} of the same key to {self.url} is still unanswered")
+                self.forget(key, earlier)        # type: ignore[arg-type]  # its reply is no longer expected
         return self.request_async(msg, key)
 
     def fresh_request(self, msg: m.Message, timeout: float) -> m.Message:
@@ -250,7 +286,7 @@ class Connection:
         try:
             return result.get(timeout=max(0.0, deadline - self.clock.monotonic()))  # type: ignore[no-any-return]
         except gevent.Timeout:
-            self.forget(key, result)  # type: ignore[arg-type]
+            self.abandon(key, result)  # type: ignore[arg-type]
             raise OperationTimeout(f"no reply to {msg.TYPE} from {self.url} within {timeout:.3g}s") from None
 
     def request(self, msg: m.Message, timeout: float, key: Optional[correlate.Key] = None) -> m.Message:
@@ -260,12 +296,13 @@ class Connection:
         try:
             return result.get(timeout=timeout)  # type: ignore[no-any-return]
         except gevent.Timeout:
-            self.forget(key, result)  # type: ignore[arg-type]
+            self.abandon(key, result)  # type: ignore[arg-type]
             raise OperationTimeout(f"no reply to {msg.TYPE} from {self.url} within {timeout:.3g}s") from None
 
     @property
     def pending_count(self) -> int:
-        return len(self._pending)
+        """Requests somebody still waits for (abandoned ones, whose late reply is only expected, excluded)."""
+        return len(self._pending) - sum(1 for k, (r, _) in self._abandoned.items() if self._pending.get(k) is r)
 
     # ------------------------------------------------------------------ reading
 
@@ -334,6 +371,7 @@ class Connection:
         reason = self._close_reason
         lost = ConnectionLost(f"connection to {self.url} lost" + (f": {reason}" if reason else ""))
         pending, self._pending = self._pending, {}
+        self._abandoned.clear()
         for result in pending.values():
             result.set_exception(lost)
         if self._transport is not None:
