@@ -120,6 +120,12 @@ MUTATIONS = [
         "parts.append(bytes(view[full:]))",
         ("tests/unit/test_websocket_frames.py",),
         "the bytes past the last 64 KiB chunk of a large frame go out unmasked"),
+    Mutation(
+        "timed-out-request-forgotten", "topgun/engine/reads.py",
+        "(conn.abandon if i < answered else conn.forget)(k, result)",
+        "conn.forget(k, result)",
+        ("tests/unit/test_point_read_fresh.py",),
+        "a timed-out read forgets its requests, so their late replies answer the next read of the key"),
 ]
 
 

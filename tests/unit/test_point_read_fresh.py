@@ -9,13 +9,13 @@ the second read has been started, then delivers them first.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import gevent
 import msgpack
 import pytest
 
-from topgun.engine.reads import leaf_paths, point_read
+from topgun.engine.reads import MISSING, leaf_paths, point_read
 from topgun.errors import OperationTimeout
 from topgun.protocol import codec
 from topgun.protocol import messages as m
@@ -44,15 +44,21 @@ class HoldingServer:
             elif isinstance(msg, m.MerkleReqBucket):
                 self.requests += 1
                 reply = self.reply(msg.map_name, msg.path)
+                if reply is None:
+                    continue                        # a path that does not exist: no reply, as on 2.2.0
                 if self.holding:
                     self.held.append(reply)
                 else:
                     self.transport.send(reply)
 
-    def reply(self, map_name: str, path: str) -> bytes:
+    def reply(self, map_name: str, path: str) -> Optional[bytes]:
         key = "k"
         paths = leaf_paths(key)
-        if path != paths[3]:
+        if key not in self.store:
+            if path != paths[0]:
+                return None
+            frame = {"type": "SYNC_RESP_BUCKETS", "payload": {"mapName": map_name, "path": path, "buckets": {}}}
+        elif path != paths[3]:
             nxt = paths[paths.index(path) + 1]
             frame = {"type": "SYNC_RESP_BUCKETS", "payload": {"mapName": map_name, "path": path, "buckets": {nxt: 1}}}
         else:
@@ -73,7 +79,7 @@ LATE_REPLY_S = 0.3  # the connection's wait for a timed-out request's reply, sho
 
 @pytest.fixture
 def served() -> Iterator[Any]:
-    yield from _served(30.0)
+    yield from _served(10.0)
 
 
 @pytest.fixture
@@ -167,3 +173,12 @@ def test_a_late_reply_that_never_comes_is_given_up_after_late_reply_s(served_sho
         point_read(conn, "m", "k", 0.05)             # its deadline falls before the give-up time
     assert point_read(conn, "m", "k", 5.0) == "v"   # waits out the rest of late_reply_s, then asks itself
     assert server.requests == 8
+
+
+def test_reads_of_a_missing_key_one_after_the_other_each_answer_at_once(served: Any) -> None:
+    # The deeper paths of a missing key get no reply: they are not waited out by the next read.
+    conn, server = served
+    assert point_read(conn, "m", "k", 2.0) is MISSING
+    assert point_read(conn, "m", "k", 2.0) is MISSING   # waiting for those replies would time out
+    server.store["k"] = "v"
+    assert point_read(conn, "m", "k", 5.0) == "v"

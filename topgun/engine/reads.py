@@ -40,6 +40,7 @@ def point_record(conn: Connection, map_name: str, key: str, timeout: float) -> A
     deadline = conn.clock.monotonic() + timeout
     # Replies carry only their path: fresh requests, never one in flight from before this read.
     waiting: List[Tuple[Any, Any]] = []
+    answered = 1   # requests known to get a reply: "PPP/" always; a deeper path once its parent lists it
     try:
         for p in paths:
             request = m.MerkleReqBucket(map_name, p)
@@ -50,6 +51,7 @@ def point_record(conn: Connection, map_name: str, key: str, timeout: float) -> A
                 raise RemoteProtocolError(f"expected SYNC_RESP_BUCKETS for {paths[level]}, got {reply.TYPE}")
             if paths[level + 1] not in reply.buckets:
                 return MISSING
+            answered = level + 2
         leaf = _get(conn, waiting[3][1], deadline, paths[3])
         if not isinstance(leaf, m.SyncRespLeaf):
             # Probed on 2.2.0: once the last key of a leaf is removed, the server keeps the
@@ -60,9 +62,11 @@ def point_record(conn: Connection, map_name: str, key: str, timeout: float) -> A
                 return item.record
         return MISSING
     finally:
-        for k, result in waiting:
+        # A path that does not exist gets no reply (WIRE.md 8.3): those are forgotten. A reply
+        # still due is left to its request (abandoned), so a later read cannot take it.
+        for i, (k, result) in enumerate(waiting):
             if not result.ready():
-                conn.abandon(k, result)
+                (conn.abandon if i < answered else conn.forget)(k, result)
 
 
 def _get(conn: Connection, result: Any, deadline: float, path: str) -> m.Message:
@@ -103,6 +107,6 @@ def _fan_out(conn: Connection, map_name: str, paths: List[str], deadline: float)
                                                                                  deadline)))
         return [(p, _get(conn, result, deadline, p)) for p, _, result in waiting]
     finally:
-        for _, k, result in waiting:
-            if not result.ready():
-                conn.abandon(k, result)
+        for p, k, result in waiting:
+            if not result.ready():   # "" of an unknown map gets no reply; deeper paths came from replies
+                (conn.abandon if p else conn.forget)(k, result)

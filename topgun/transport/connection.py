@@ -59,7 +59,7 @@ TokenSource = Any  # None | str | Callable[[], str | None]
 
 _ids = itertools.count(1)
 
-LATE_REPLY_S = 30.0  # how long a timed-out request's reply is still expected (then it is forgotten)
+LATE_REPLY_S = 10.0  # how long a timed-out request's reply is still expected (then it is forgotten)
 
 
 def _default_factory(url: str, timeout: float) -> Transport:
