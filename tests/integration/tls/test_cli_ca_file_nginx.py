@@ -5,11 +5,14 @@ nginx (``topgun_nginx_factory``) terminates TLS with a certificate signed by the
 ``python -m topgun.cli ...`` (as tests/cli does) in a ``gevent.subprocess``, so this process's
 hub keeps serving the embedded node meanwhile. Its environment has no ``TOPGUN_*`` and no
 ``SSL_CERT_FILE``/``SSL_CERT_DIR``: the CA is trusted only through ``--ca-file`` or
-``TOPGUN_CA_FILE``, never by accident.
+``TOPGUN_CA_FILE``, never by accident. The README's two commands run here as printed, with only
+the URL and the file's path changed.
 """
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import ssl
 import sys
 from pathlib import Path
@@ -74,3 +77,29 @@ def test_topgun_ca_file_in_the_environment_works_the_same(proxy_url: str, ca_pem
     # ... and TOPGUN_URL with it: the whole connection from the environment.
     got = topgun("get", "users", "42", env={**ENV, "TOPGUN_CA_FILE": ca_pem, "TOPGUN_URL": proxy_url})
     assert got.returncode == 0 and ujson.loads(got.stdout)["name"] == "Ada", got.stderr
+
+
+README_URL, README_CA = "wss://topgun.internal:9443/ws", "/etc/topgun/ca.pem"
+
+
+def readme_commands() -> List[str]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```console\n(.*?)```", text, re.S) if "--ca-file" in b]
+    assert len(blocks) == 1, "the README has one console block with --ca-file"
+    assert README_URL in blocks[0] and README_CA in blocks[0]
+    return [line[2:] for line in blocks[0].splitlines() if line.startswith("$ ")]
+
+
+def test_the_readme_ca_file_commands_run(proxy_url: str, ca_pem: str) -> None:
+    outputs = []
+    for line in readme_commands():
+        words = shlex.split(line.replace(README_URL, proxy_url).replace(README_CA, ca_pem), comments=True)
+        assigned = {}
+        while "=" in words[0]:  # NAME=value before the command: the shell puts it in the environment
+            name, value = words.pop(0).split("=", 1)
+            assigned[name] = value
+        assert words[0] == "topgun", line
+        done = topgun(*words[1:], env={**ENV, **assigned})
+        assert done.returncode == 0, f"{line}: {done.stderr}"
+        outputs.append(done.stdout)
+    assert len(outputs) == 2 and ujson.loads(outputs[-1]) == {"name": "Ada"}
