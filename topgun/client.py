@@ -52,6 +52,7 @@ from .retry import AuthRefusals
 from .runtime import Runtime
 from .storage.nearcache import NearCache
 from .topics import TopicHandle
+from .transport import trust
 from .transport.connection import Connection, TransportFactory
 
 # Imported here, not on first connect: a first import on the loop thread could be cut in half by
@@ -185,14 +186,27 @@ class TopGunClient:
 
     @classmethod
     def from_env(cls, *, url: Optional[str] = None, seeds: Optional[List[str]] = None, token: Any = None,
-                 cluster: bool = False, **options: Any) -> "TopGunClient":
+                 cluster: bool = False, ca_file: Optional[str] = None, **options: Any) -> "TopGunClient":
         """A client configured from the environment, the way the CLI and the web examples do it.
 
         Explicit arguments win; otherwise ``TOPGUN_SEEDS`` (comma-separated URLs: cluster mode),
         then ``TOPGUN_URL`` (one server), then ``ws://127.0.0.1:8080/ws``; the token comes from
         ``TOPGUN_TOKEN``. An explicit ``url`` ignores ``TOPGUN_SEEDS``; ``cluster=True`` uses
-        cluster mode even for one URL. ``options`` go to the constructor.
+        cluster mode even for one URL. ``ca_file``, else ``TOPGUN_CA_FILE``, names a PEM bundle
+        of private CA certificates that ``wss://`` connections trust (instead of the system
+        store; see :mod:`topgun.transport.trust`); an ``ssl_context=`` option wins over both.
+        ``options`` go to the constructor.
+
+        Raises:
+            ConfigurationError: bad arguments, or a CA file that is missing, unreadable or holds
+                no certificate (the message names it and whether it came from ``ca_file`` or
+                ``TOPGUN_CA_FILE``); and what the constructor raises.
         """
+        # An ssl_context of the caller's (also one inside config=) wins: the file is not even read.
+        if options.get("ssl_context") is None and getattr(options.get("config"), "ssl_context", None) is None:
+            context = trust.ca_file_context_from_env(ca_file)
+            if context is not None:
+                options["ssl_context"] = context
         if seeds is None:
             raw = "" if url else os.environ.get("TOPGUN_SEEDS", "")
             seeds = [s.strip() for s in raw.split(",") if s.strip()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, List
 
@@ -55,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     client.add_argument("--connections-per-node", type=int, default=1)
     client.add_argument("--timeout", dest="request_timeout", type=float, default=10.0,
                         help="deadline of each call in seconds, default 10")
+    client.add_argument("--ca-file", metavar="PATH",
+                        help="a PEM bundle of the CA certificates wss:// trusts, for a private CA "
+                             "(default: $TOPGUN_CA_FILE; else the system trust store)")
     chaos = p.add_argument_group("chaos")
     chaos.add_argument("--kills", type=int, default=1, help="failover: how many kills, evenly spaced")
     chaos.add_argument("--down-for", type=float, default=2.0, help="failover: seconds a node stays down")
@@ -85,7 +89,11 @@ def register(subparsers: Any) -> None:
 
 def build_options(args: argparse.Namespace) -> Any:
     from ..loadtest.scenarios import BenchOptions
+    from ..transport import trust
     seeds: List[str] = [s for chunk in args.seeds for s in chunk.split(",") if s]
+    ca_file = args.ca_file or os.environ.get(trust.CA_FILE_ENV) or None
+    if ca_file:  # a bad file is a bad argument: say so before any target starts
+        trust.ca_file_context(ca_file, source="--ca-file" if args.ca_file else trust.CA_FILE_ENV)
     return BenchOptions(
         scenario=args.scenario, url=args.url, seeds=tuple(seeds), embedded=args.embedded,
         in_process=args.in_process, real_server=args.real_server, users=args.users, duration=args.duration,
@@ -94,7 +102,7 @@ def build_options(args: argparse.Namespace) -> Any:
         ramp_up=args.ramp_up, pacing=args.pacing, request_timeout=args.request_timeout, verify=args.verify,
         kills=args.kills, down_for=args.down_for, add_at=args.add_at, thresholds=tuple(args.thresholds),
         default_thresholds=args.default_thresholds, tick=args.tick, seed=args.seed, label=args.label,
-        server_pids=tuple(args.server_pids))
+        server_pids=tuple(args.server_pids), ca_file=ca_file)
 
 
 def run(args: argparse.Namespace) -> int:

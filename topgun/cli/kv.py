@@ -5,7 +5,8 @@
     topgun rm users 42
 
 Where to connect: ``--url ws://...`` (one server) or ``--seeds URL[,URL]`` (cluster mode), else
-TOPGUN_URL / TOPGUN_SEEDS, else ws://127.0.0.1:8080/ws. Exit codes: 0 ok, 1 not found,
+TOPGUN_URL / TOPGUN_SEEDS, else ws://127.0.0.1:8080/ws; ``--ca-file PATH`` (or TOPGUN_CA_FILE)
+trusts a private CA for ``wss://``. Exit codes: 0 ok, 1 not found,
 2 bad arguments, 3 the cluster did not answer in time. Also the connection helpers of the
 other client subcommands (watch, cluster).
 """
@@ -21,6 +22,7 @@ __all__ = ["register", "add_connection_arguments", "connect", "dump", "run_comma
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 _ABSENT = object()
+_TLS_HINT = "\n(a certificate from a private CA: pass --ca-file PATH or set TOPGUN_CA_FILE to its PEM bundle)"
 
 
 def add_connection_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,15 +30,26 @@ def add_connection_arguments(p: argparse.ArgumentParser) -> None:
     where.add_argument("--url", help="one server, ws://host:port/ws (default: $TOPGUN_URL)")
     where.add_argument("--seeds", help="cluster mode: comma-separated seed URLs (default: $TOPGUN_SEEDS)")
     where.add_argument("--token", help="JWT (default: $TOPGUN_TOKEN)")
+    where.add_argument("--ca-file", metavar="PATH",
+                       help="a PEM bundle of the CA certificates wss:// trusts, for a private CA "
+                            "(default: $TOPGUN_CA_FILE; else the system trust store)")
     where.add_argument("--timeout", type=float, default=10.0, help="deadline of each call in seconds (default 10)")
 
 
-def connect(args: argparse.Namespace, *, cluster: bool = False) -> Any:
-    """A client for the parsed connection arguments; ``cluster=True`` forces cluster mode."""
+def connect(args: argparse.Namespace, *, cluster: bool = False, **options: Any) -> Any:
+    """A client for the parsed connection arguments; ``cluster=True`` forces cluster mode.
+
+    ``options`` go to the constructor. Raises ConfigurationError for a bad ``--ca-file`` (or
+    ``$TOPGUN_CA_FILE``), which :func:`run_command` turns into exit 2.
+    """
     import topgun
+    from topgun.transport import trust
     seeds = None if args.seeds is None else [s.strip() for s in args.seeds.split(",") if s.strip()]
+    if args.ca_file:  # read here, so that a bad file is named as the option the user typed
+        options["ssl_context"] = trust.ca_file_context(args.ca_file, source="--ca-file")
     return topgun.TopGunClient.from_env(url=args.url, seeds=seeds, token=args.token, cluster=cluster,
-                                        request_timeout=args.timeout, connect_timeout=min(args.timeout, 10.0))
+                                        request_timeout=args.timeout, connect_timeout=min(args.timeout, 10.0),
+                                        **options)
 
 
 def dump(value: Any, *, pretty: bool = False) -> str:
@@ -52,7 +65,8 @@ def run_command(body: Callable[[], int]) -> int:
         print(f"topgun: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except topgun.TopGunError as exc:
-        print(f"topgun: {type(exc).__name__}: {exc}", file=sys.stderr)
+        hint = _TLS_HINT if isinstance(exc, topgun.TLSVerificationError) else ""
+        print(f"topgun: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130

@@ -16,7 +16,7 @@ import os
 import time
 from typing import Any, Dict, List
 
-from .kv import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, add_connection_arguments, dump, run_command
+from .kv import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, add_connection_arguments, connect, dump, run_command
 
 __all__ = ["register", "show", "run_show", "run_replay"]
 
@@ -59,18 +59,14 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    import topgun
     from topgun.storage.sqlite import SQLiteStorage, sqlite_path
 
     def body() -> int:
         if not os.path.exists(sqlite_path(args.file)):
             print(f"topgun: no such storage file: {args.file}")
             return EXIT_USAGE
-        seeds = None if args.seeds is None else [s.strip() for s in args.seeds.split(",") if s.strip()]
         storage = SQLiteStorage(args.file, max_age=args.max_age)
-        with topgun.TopGunClient.from_env(url=args.url, seeds=seeds, token=args.token, storage=storage,
-                                          request_timeout=args.timeout,
-                                          connect_timeout=min(args.timeout, 10.0)) as client:
+        with connect(args, storage=storage) as client:
             deadline = time.monotonic() + args.wait
             while client.stats["outbox"]["rows"] and time.monotonic() < deadline:
                 time.sleep(0.05)

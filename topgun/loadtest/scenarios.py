@@ -33,6 +33,7 @@ from gevent.pool import Pool
 
 from ..clock import Clock, GeventClock
 from ..errors import ConfigurationError
+from ..transport import trust
 from .counters import CounterWorkload, verify_counters
 from .machine import cpu_figures, cpu_snapshot, loadavg, machine_info
 from .pacing import parse_pacing
@@ -81,6 +82,7 @@ class BenchOptions:
     seed: int = 1
     label: str = ""
     server_pids: tuple = ()
+    ca_file: Optional[str] = None   # a PEM bundle the clients trust for wss:// (a private CA)
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -199,6 +201,8 @@ def _new_client(target: Target, opts: BenchOptions) -> Any:
                                     connections_per_node=opts.connections_per_node)
     if opts.write_concern:
         options["write_concern"] = opts.write_concern
+    if opts.ca_file:
+        options["ssl_context"] = trust.ca_file_context(opts.ca_file, source="ca_file")
     return TopGunClient(request_timeout=opts.request_timeout, connect_timeout=10.0, **options)
 
 
