@@ -29,7 +29,7 @@ import gevent
 
 from . import threads
 from .clock import Clock
-from .delivery import Delivery, drop_all
+from .delivery import Delivery, drop_all, send_unsubscribe
 from .engine.reads import walk_all
 from .engine.requests import RequestRunner
 from .errors import ClientClosed, ConfigurationError, RemoteProtocolError, ServerError, TopGunError
@@ -318,12 +318,8 @@ class Subscription(Delivery[Change]):
 
     def _release(self) -> None:
         """Stop receiving changes and unsubscribe on the server."""
-        conn = self.conn
-        if conn is not None and conn.is_open:
-            try:
-                conn.send(m.QueryUnsub(self.query_id))
-            except TopGunError:
-                pass  # the connection is going away; nothing left to unsubscribe from
+        if self.conn is not None:
+            send_unsubscribe(self.conn, m.QueryUnsub(self.query_id))
         gevent.sleep(0)
 
     def __repr__(self) -> str:
