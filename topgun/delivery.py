@@ -4,7 +4,9 @@ A subscription hands each item it receives to :meth:`Delivery._hand_over`: to it
 was given one (run on the client's reader greenlet; a callback that raises is logged and the next
 item still arrives), else into a queue that :meth:`Delivery.get` and iteration read, from any
 thread. ``with`` closes the subscription. :class:`SubscriptionSet` is the registry half that
-registries keeping one flat dict of subscriptions share (``close()``, and ``drop()`` after a fork).
+registries keeping one flat dict of subscriptions share (``close()``, and ``drop()`` after a fork);
+:class:`RunnerRegistry` the half that registries over the request runner share (live queries,
+topics, counters: ``request_timeout``, ``closed`` and ``drop()``).
 :func:`send_unsubscribe` is the last word a closing subscription sends on a connection: only
 if it is open, and a connection going away meanwhile is no error. :func:`attach_everywhere` is
 how the kinds held on every node (OR-maps, live search) first subscribe.
@@ -29,7 +31,7 @@ from .transport.connection import Connection
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Delivery", "SubscriptionSet", "attach_everywhere", "drop_all", "send_unsubscribe"]
+__all__ = ["Delivery", "RunnerRegistry", "SubscriptionSet", "attach_everywhere", "drop_all", "send_unsubscribe"]
 
 T = TypeVar("T")
 
@@ -80,6 +82,33 @@ class SubscriptionSet:
         self.closed = True
         subs, self._subs = drop_all(self._subs.values()), {}
         return subs
+
+
+class RunnerRegistry:
+    """A registry over the request runner (``requests``): closed once it (``_closed``) or the
+    runner is; ``drop()`` after a fork marks every subscription in ``_subs`` (see :func:`drop_all`)."""
+
+    requests: RequestRunner
+    _closed: bool
+    _subs: Dict[Any, Any]
+
+    @property
+    def request_timeout(self) -> float:
+        return self.requests.request_timeout
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self.requests.closed
+
+    def drop(self) -> List[Any]:
+        """After a fork: mark every subscription closed without a word to the server; returns them."""
+        self._closed = True
+        subs, self._subs = drop_all(self._subscriptions()), {}
+        return subs
+
+    def _subscriptions(self) -> Iterable[Any]:
+        """Every subscription in ``_subs`` (a registry keeping lists per name flattens them)."""
+        return self._subs.values()
 
 
 def _registry(sub: Any) -> Any:
