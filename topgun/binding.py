@@ -13,6 +13,8 @@ being right:
 Attaching is the owner's ``attach(name, conn, remaining_seconds)``; it runs through the
 request runner (``key=name``), so it follows the same routing and retries as reads, and a
 re-attach that fails is tried again with back-off for as long as the name is bound.
+:class:`BoundListener` is the provider-listener half of a registry that owns a ``Bindings``:
+it hands the provider's connection and map events to it.
 
 Not in here: what attaching means (``topics.py`` sends TOPIC_SUB, ``counters.py`` a
 COUNTER_SYNC), locks (a lock cannot move: ``locks.py`` reports it lost instead).
@@ -30,7 +32,7 @@ from .transport.connection import Connection
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Bindings"]
+__all__ = ["BoundListener", "Bindings"]
 
 Attach = Callable[[str, Connection, float], None]
 Detach = Callable[[str, Connection], None]
@@ -162,3 +164,19 @@ class Bindings:
 
     def __repr__(self) -> str:
         return f"<Bindings {self.what} names={len(self.bound)} moving={len(self._moving)} rebinds={self.rebinds}>"
+
+
+class BoundListener:
+    """The ``ProviderListener`` events of a registry whose names are bound (``bindings``): a new
+    connection or partition map re-checks every name's route, a lost connection re-attaches its names."""
+
+    bindings: Bindings
+
+    def on_connected(self, conn: Connection) -> None:
+        self.bindings.routing_changed()
+
+    def on_map_updated(self, version: int) -> None:
+        self.bindings.routing_changed()
+
+    def on_disconnected(self, conn: Connection, exc: Optional[BaseException]) -> None:
+        self.bindings.connection_lost(conn)

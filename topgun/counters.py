@@ -31,13 +31,13 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple, Union
 
 import gevent
 
 from . import threads
-from .binding import Bindings
-from .delivery import Delivery, drop_all
+from .binding import Bindings, BoundListener
+from .delivery import Delivery, RunnerRegistry
 from .engine.requests import RequestRunner
 from .errors import ClientClosed, ConfigurationError, ConnectionLost, OperationTimeout, RemoteProtocolError
 from .protocol import messages as m
@@ -100,7 +100,7 @@ class _Source(Protocol):
     def runtime(self) -> Any: ...
 
 
-class CounterRegistry:
+class CounterRegistry(RunnerRegistry, BoundListener):
     """The counters of one client runtime; a ``ProviderListener`` of its provider.
 
     Args:
@@ -123,14 +123,6 @@ class CounterRegistry:
         self.bindings = Bindings(requests, spawn=spawn, attach=self._attach, detach=lambda name, conn: None,
                                  what="counter")
         self._closed = False
-
-    @property
-    def request_timeout(self) -> float:
-        return self.requests.request_timeout
-
-    @property
-    def closed(self) -> bool:
-        return self._closed or self.requests.closed
 
     def state(self, name: str) -> CounterState:
         state = self.states.get(name)
@@ -242,22 +234,13 @@ class CounterRegistry:
         self.bindings.close()
         self._confirms.bump()
 
-    def drop(self) -> List["CounterSubscription"]:
-        """After a fork: mark every subscription closed without a word to the server; returns them."""
-        self._closed = True
-        subs, self._subs = drop_all(sub for group in self._subs.values() for sub in group), {}
-        return subs
+    def _subscriptions(self) -> Iterator["CounterSubscription"]:
+        return (sub for group in self._subs.values() for sub in group)
 
-    # ProviderListener ------------------------------------------------------------------
-
-    def on_connected(self, conn: Connection) -> None:
-        self.bindings.routing_changed()
-
-    def on_map_updated(self, version: int) -> None:
-        self.bindings.routing_changed()
+    # ProviderListener (on_connected, on_map_updated: BoundListener) -----------------------
 
     def on_disconnected(self, conn: Connection, exc: Optional[BaseException]) -> None:
-        self.bindings.connection_lost(conn)
+        super().on_disconnected(conn, exc)
         self._confirms.bump()  # an attach waiting for a confirmation on it gives up (retryable)
 
     def on_message(self, conn: Connection, msg: m.Message) -> None:

@@ -4,11 +4,17 @@ A subscription hands each item it receives to :meth:`Delivery._hand_over`: to it
 was given one (run on the client's reader greenlet; a callback that raises is logged and the next
 item still arrives), else into a queue that :meth:`Delivery.get` and iteration read, from any
 thread. ``with`` closes the subscription. :class:`SubscriptionSet` is the registry half that
-registries keeping one flat dict of subscriptions share (``close()``, and ``drop()`` after a fork).
+registries keeping one flat dict of subscriptions share (``close()``, and ``drop()`` after a fork);
+:class:`RunnerRegistry` the half that registries over the request runner share (live queries,
+topics, counters: ``request_timeout``, ``closed`` and ``drop()``).
+:func:`send_unsubscribe` is the last word a closing subscription sends on a connection: only
+if it is open, and a connection going away meanwhile is no error. :func:`attach_everywhere` is
+how the kinds held on every node (OR-maps, live search) first subscribe.
 
-Not in here: subscribing and resubscribing after reconnects, what an item is, and ``close()``
-itself beyond its template (each subscription unsubscribes in its own way: ``_release()``); a
-subclass provides ``_release()``, ``closed`` and ``_registry`` (whose ``home`` runs the blocking calls).
+Not in here: what subscribing sends, resubscribing after reconnects (each kind does its own),
+what an item is, and ``close()`` itself beyond its template (each subscription unsubscribes in
+its own way, with its own message: ``_release()``); a subclass provides ``_release()``,
+``closed`` and ``_registry`` (whose ``home`` runs the blocking calls).
 """
 from __future__ import annotations
 
@@ -18,11 +24,14 @@ from typing import Any, Callable, Dict, Generic, Iterable, Iterator, List, Optio
 from gevent.queue import Empty, Queue
 
 from . import threads
-from .errors import OperationTimeout
+from .engine.requests import RequestRunner
+from .errors import OperationTimeout, TopGunError
+from .protocol import messages as m
+from .transport.connection import Connection
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Delivery", "SubscriptionSet", "drop_all"]
+__all__ = ["Delivery", "RunnerRegistry", "SubscriptionSet", "attach_everywhere", "drop_all", "send_unsubscribe"]
 
 T = TypeVar("T")
 
@@ -34,6 +43,27 @@ def drop_all(subs: Iterable[Any]) -> List[Any]:
     for sub in dropped:
         sub.closed = True
     return dropped
+
+
+def attach_everywhere(requests: RequestRunner, attach: Callable[[Connection, float], None], timeout: float) -> float:
+    """Run ``attach(conn, remaining)`` on every open connection in turn, all within ``timeout``
+    (with none open yet: on the one the runner finds, with its retries); returns the deadline."""
+    deadline = requests.clock.monotonic() + timeout
+    conns = requests.provider.open_connections()
+    if not conns:
+        requests.call(attach, timeout=timeout)
+    for conn in conns:
+        attach(conn, max(0.0, deadline - requests.clock.monotonic()))
+    return deadline
+
+
+def send_unsubscribe(conn: Connection, msg: m.Message) -> None:
+    """Send ``msg`` (QUERY_UNSUB, SEARCH_UNSUB, ...) on ``conn`` if it is open; never raises TopGunError."""
+    if conn.is_open:
+        try:
+            conn.send(msg)
+        except TopGunError:
+            pass  # the connection is going away; nothing left to unsubscribe from
 
 
 class SubscriptionSet:
@@ -52,6 +82,33 @@ class SubscriptionSet:
         self.closed = True
         subs, self._subs = drop_all(self._subs.values()), {}
         return subs
+
+
+class RunnerRegistry:
+    """A registry over the request runner (``requests``): closed once it (``_closed``) or the
+    runner is; ``drop()`` after a fork marks every subscription in ``_subs`` (see :func:`drop_all`)."""
+
+    requests: RequestRunner
+    _closed: bool
+    _subs: Dict[Any, Any]
+
+    @property
+    def request_timeout(self) -> float:
+        return self.requests.request_timeout
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self.requests.closed
+
+    def drop(self) -> List[Any]:
+        """After a fork: mark every subscription closed without a word to the server; returns them."""
+        self._closed = True
+        subs, self._subs = drop_all(self._subscriptions()), {}
+        return subs
+
+    def _subscriptions(self) -> Iterable[Any]:
+        """Every subscription in ``_subs`` (a registry keeping lists per name flattens them)."""
+        return self._subs.values()
 
 
 def _registry(sub: Any) -> Any:

@@ -31,7 +31,7 @@ import uuid
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import threads
-from .delivery import Delivery, SubscriptionSet
+from .delivery import Delivery, SubscriptionSet, attach_everywhere, send_unsubscribe
 from .engine.ormap_reads import ORRecord, read_keys, walk
 from .errors import ClientClosed, ConfigurationError, OperationTimeout, RemoteProtocolError, TopGunError
 from .maps import RuntimeSource, _check_key, _check_value
@@ -316,12 +316,7 @@ class ORMapSubscription(Delivery[ORChange]):
 
     def _open(self, timeout: float) -> None:
         runtime = self._registry.runtime
-        deadline = runtime.clock.monotonic() + timeout
-        conns = runtime.provider.open_connections()
-        if not conns:
-            runtime.requests.call(lambda conn, remaining: self._attach(conn, remaining), timeout=timeout)
-        for conn in conns:
-            self._attach(conn, max(0.0, deadline - runtime.clock.monotonic()))
+        deadline = attach_everywhere(runtime.requests, self._attach, timeout)
         self._records = self._snapshot(max(0.001, deadline - runtime.clock.monotonic()))
 
     def _snapshot(self, timeout: float) -> Dict[str, Dict[str, Any]]:
@@ -393,11 +388,7 @@ class ORMapSubscription(Delivery[ORChange]):
     def _detach_all(self) -> None:
         attached, self._attached = self._attached, {}
         for conn, qid in attached.values():
-            if conn.is_open:
-                try:
-                    conn.send(m.QueryUnsub(qid))
-                except TopGunError:
-                    pass  # the connection is going away; nothing left to unsubscribe from
+            send_unsubscribe(conn, m.QueryUnsub(qid))
 
     def _release(self) -> None:
         """Stop receiving changes and unsubscribe on the server (QUERY_UNSUB on every node)."""

@@ -29,7 +29,7 @@ import gevent
 
 from . import threads
 from .clock import Clock
-from .delivery import Delivery, drop_all
+from .delivery import Delivery, RunnerRegistry, send_unsubscribe
 from .engine.reads import walk_all
 from .engine.requests import RequestRunner
 from .errors import ClientClosed, ConfigurationError, RemoteProtocolError, ServerError, TopGunError
@@ -138,7 +138,7 @@ def query_once(requests: RequestRunner, map_name: str, query: Dict[str, Any], fi
     return requests.call(attempt, timeout=timeout, op="query")  # type: ignore[no-any-return]
 
 
-class QueryRegistry:
+class QueryRegistry(RunnerRegistry):
     """The live subscriptions of one client runtime; a ``ProviderListener`` of its provider.
 
     Args:
@@ -158,14 +158,6 @@ class QueryRegistry:
     @property
     def clock(self) -> Clock:
         return self.requests.clock
-
-    @property
-    def request_timeout(self) -> float:
-        return self.requests.request_timeout
-
-    @property
-    def closed(self) -> bool:
-        return self._closed or self.requests.closed
 
     def subscribe(self, map_name: str, query: Dict[str, Any], fields: Optional[List[str]],
                   on_change: Optional[Callable[[Change], None]], timeout: Optional[float]) -> "Subscription":
@@ -191,12 +183,6 @@ class QueryRegistry:
         self._closed = True
         for sub in list(self._subs.values()):
             sub.close()
-
-    def drop(self) -> List["Subscription"]:
-        """After a fork: mark every subscription closed without a word to the server; returns them."""
-        self._closed = True
-        subs, self._subs = drop_all(self._subs.values()), {}
-        return subs
 
     # ProviderListener -------------------------------------------------------------------
 
@@ -318,12 +304,8 @@ class Subscription(Delivery[Change]):
 
     def _release(self) -> None:
         """Stop receiving changes and unsubscribe on the server."""
-        conn = self.conn
-        if conn is not None and conn.is_open:
-            try:
-                conn.send(m.QueryUnsub(self.query_id))
-            except TopGunError:
-                pass  # the connection is going away; nothing left to unsubscribe from
+        if self.conn is not None:
+            send_unsubscribe(self.conn, m.QueryUnsub(self.query_id))
         gevent.sleep(0)
 
     def __repr__(self) -> str:

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import gevent
 
-from .delivery import Delivery, SubscriptionSet
+from .delivery import Delivery, SubscriptionSet, attach_everywhere, send_unsubscribe
 from .engine.ormap_reads import read_keys
 from .engine.reads import MISSING, point_read
 from .errors import ClientClosed, ConfigurationError, OperationTimeout, RemoteProtocolError, TopGunError
@@ -243,13 +243,7 @@ class SearchSubscription(Delivery[SearchChange]):
             self._unsubscribe_all()
 
     def _open(self, timeout: float) -> None:
-        runtime = self._registry.runtime
-        deadline = runtime.clock.monotonic() + timeout
-        conns = runtime.provider.open_connections()
-        if not conns:
-            runtime.requests.call(lambda conn, remaining: self._attach(conn, remaining), timeout=timeout)
-        for conn in conns:
-            self._attach(conn, max(0.0, deadline - runtime.clock.monotonic()))
+        attach_everywhere(self._registry.runtime.requests, self._attach, timeout)
 
     def _lost(self, conn: Connection) -> None:
         gone = self._per_node.pop(conn.cid, None)
@@ -297,11 +291,7 @@ class SearchSubscription(Delivery[SearchChange]):
         nodes, self._per_node = self._per_node, {}
         for conn, wire_id, _ in nodes.values():
             self._registry.unbind(wire_id)
-            if conn.is_open:
-                try:
-                    conn.send(m.SearchUnsub(wire_id))
-                except TopGunError:
-                    pass  # the connection is going away; nothing left to unsubscribe from
+            send_unsubscribe(conn, m.SearchUnsub(wire_id))
 
     def _release(self) -> None:
         """Stop receiving changes and send SEARCH_UNSUB (2.2.0 keeps a closed socket's searches otherwise)."""

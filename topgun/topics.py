@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Protocol
 
 import gevent
 
 from . import threads
-from .binding import Bindings
-from .delivery import Delivery, drop_all
+from .binding import Bindings, BoundListener
+from .delivery import Delivery, RunnerRegistry
 from .engine.requests import RequestRunner
 from .errors import ClientClosed, ConfigurationError
 from .protocol import messages as m
@@ -71,7 +71,7 @@ class _Source(Protocol):
     def runtime(self) -> Any: ...
 
 
-class TopicRegistry:
+class TopicRegistry(RunnerRegistry, BoundListener):
     """The topic subscriptions of one client runtime; a ``ProviderListener`` of its provider.
 
     Args:
@@ -87,14 +87,6 @@ class TopicRegistry:
         self._subs: Dict[str, List["TopicSubscription"]] = {}
         self.bindings = Bindings(requests, spawn=spawn, attach=self._attach, detach=self._detach, what="topic")
         self._closed = False
-
-    @property
-    def request_timeout(self) -> float:
-        return self.requests.request_timeout
-
-    @property
-    def closed(self) -> bool:
-        return self._closed or self.requests.closed
 
     @staticmethod
     def _attach(name: str, conn: Connection, remaining: float) -> None:
@@ -139,25 +131,13 @@ class TopicRegistry:
                 sub.close()
         self.bindings.close()
 
-    def drop(self) -> List["TopicSubscription"]:
-        """After a fork: mark every subscription closed without a word to the server; returns them."""
-        self._closed = True
-        subs, self._subs = drop_all(sub for group in self._subs.values() for sub in group), {}
-        return subs
+    def _subscriptions(self) -> Iterator["TopicSubscription"]:
+        return (sub for group in self._subs.values() for sub in group)
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._subs.values())
 
-    # ProviderListener ------------------------------------------------------------------
-
-    def on_connected(self, conn: Connection) -> None:
-        self.bindings.routing_changed()
-
-    def on_map_updated(self, version: int) -> None:
-        self.bindings.routing_changed()
-
-    def on_disconnected(self, conn: Connection, exc: Optional[BaseException]) -> None:
-        self.bindings.connection_lost(conn)
+    # ProviderListener (the connection and map events: BoundListener) ---------------------
 
     def on_message(self, conn: Connection, msg: m.Message) -> None:
         if isinstance(msg, m.TopicMessage):

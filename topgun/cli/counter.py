@@ -9,10 +9,9 @@ Exit codes: 0 ok, 2 bad arguments, 3 the counter's node did not answer in time.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from .kv import EXIT_OK, add_connection_arguments, connect, dump, run_command
+from .kv import EXIT_OK, add_connection_arguments, connect, dump, print_json_lines, run_until_interrupted
 
 __all__ = ["register", "run"]
 
@@ -28,19 +27,12 @@ def run(args: argparse.Namespace) -> int:
             elif args.watch:
                 with counter.subscribe(timeout=args.timeout) as updates:
                     print(dump(updates.value), flush=True)
-                    seen = 0
-                    for value in updates:
-                        sys.stdout.write(dump(value) + "\n")
-                        sys.stdout.flush()
-                        seen += 1
-                        if args.count and seen >= args.count:
-                            break
+                    print_json_lines(updates, lambda value: value, args.count)
             else:
                 print(dump(counter.get(timeout=args.timeout)))
         return EXIT_OK
 
-    code = run_command(body)
-    return EXIT_OK if code == 130 else code
+    return run_until_interrupted(body)
 
 
 def _number(raw: str) -> float:

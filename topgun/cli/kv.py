@@ -8,17 +8,19 @@ Where to connect: ``--url ws://...`` (one server) or ``--seeds URL[,URL]`` (clus
 TOPGUN_URL / TOPGUN_SEEDS, else ws://127.0.0.1:8080/ws; ``--ca-file PATH`` (or TOPGUN_CA_FILE)
 trusts a private CA for ``wss://``. Exit codes: 0 ok, 1 not found,
 2 bad arguments, 3 the cluster did not answer in time. Also the connection helpers of the
-other client subcommands (watch, cluster).
+other client subcommands (watch, cluster), and the streaming half of those that print what
+arrives until ``--count`` or Ctrl-C (watch, subscribe, counter --watch).
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import ujson
 
-__all__ = ["register", "add_connection_arguments", "connect", "dump", "run_command"]
+__all__ = ["register", "add_connection_arguments", "connect", "dump", "print_json_lines", "run_command",
+           "run_until_interrupted"]
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 _ABSENT = object()
@@ -70,6 +72,23 @@ def run_command(body: Callable[[], int]) -> int:
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
+
+
+def run_until_interrupted(body: Callable[[], int]) -> int:
+    """:func:`run_command` for a command that runs until Ctrl-C, which then exits 0."""
+    code = run_command(body)
+    return EXIT_OK if code == 130 else code
+
+
+def print_json_lines(items: Iterable[Any], render: Callable[[Any], Any], count: int) -> None:
+    """Print ``render(item)`` of each item as one JSON line, flushed; stop after ``count`` (0: never)."""
+    seen = 0
+    for item in items:
+        sys.stdout.write(dump(render(item)) + "\n")
+        sys.stdout.flush()
+        seen += 1
+        if count and seen >= count:
+            break
 
 
 def _read_json(text: Optional[str]) -> Any:

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 import ujson
 
-from .kv import EXIT_OK, add_connection_arguments, connect, dump, run_command
+from .kv import EXIT_OK, add_connection_arguments, connect, print_json_lines, run_command, run_until_interrupted
 
 __all__ = ["register", "run_publish", "run_subscribe"]
 
@@ -49,17 +49,11 @@ def run_subscribe(args: argparse.Namespace) -> int:
             with client.topic(args.topic).subscribe(timeout=args.timeout) as messages:
                 if args.ready:
                     print("SUBSCRIBED", args.topic, file=sys.stderr, flush=True)
-                seen = 0
-                for msg in messages:
-                    sys.stdout.write(dump({"topic": msg.topic, "data": msg.data, "timestamp": msg.timestamp}) + "\n")
-                    sys.stdout.flush()
-                    seen += 1
-                    if args.count and seen >= args.count:
-                        break
+                print_json_lines(messages, lambda msg: {"topic": msg.topic, "data": msg.data,
+                                                        "timestamp": msg.timestamp}, args.count)
         return EXIT_OK
 
-    code = run_command(body)
-    return EXIT_OK if code == 130 else code
+    return run_until_interrupted(body)
 
 
 def register(subparsers: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional
 
 import ujson
 
-from .kv import EXIT_OK, EXIT_USAGE, add_connection_arguments, connect, dump, run_command
+from .kv import EXIT_OK, EXIT_USAGE, add_connection_arguments, connect, dump, print_json_lines, run_until_interrupted
 
 __all__ = ["register", "run", "parse_where"]
 
@@ -58,16 +58,11 @@ def run(args: argparse.Namespace) -> int:
                         emit("INITIAL", key, value)
                 if args.ready:
                     print("WATCHING", args.map, file=sys.stderr, flush=True)
-                seen = 0
-                for change in sub:
-                    emit(change.kind, change.key, change.value)
-                    seen += 1
-                    if args.count and seen >= args.count:
-                        break
+                print_json_lines(sub, lambda change: {"kind": change.kind, "key": change.key,
+                                                      "value": change.value}, args.count)
         return EXIT_OK
 
-    code = run_command(body)
-    return EXIT_OK if code == 130 else code
+    return run_until_interrupted(body)
 
 
 def register(subparsers: Any) -> None:

@@ -36,6 +36,7 @@ from gevent import subprocess
 
 from topgun.clock import Clock, GeventClock
 from topgun.errors import ConfigurationError
+from topgun.testing.children import kill_and_wait, terminate
 
 __all__ = ["NginxProxy", "NginxStartError", "find_nginx", "nginx_conf", "NGINX_ENV", "NGINX_MISSING"]
 
@@ -227,22 +228,12 @@ class NginxProxy:
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM (nginx's fast shutdown), wait up to ``timeout`` s, then SIGKILL. Safe to call twice."""
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        if not terminate(self._proc, timeout):
             self.kill()
 
     def kill(self) -> None:
         """SIGKILL nginx: every proxied connection drops without a close frame or TLS close_notify."""
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.kill()
-        proc.wait(timeout=5.0)
+        kill_and_wait(self._proc)
 
     def restart(self, timeout: float = 10.0) -> NginxProxy:
         """Stop nginx if it runs, then start it again on the same ports."""

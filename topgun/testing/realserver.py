@@ -49,6 +49,7 @@ from gevent import subprocess
 
 from topgun.clock import Clock, GeventClock
 from topgun.errors import ConfigurationError
+from topgun.testing.children import kill_and_wait, terminate
 
 log = logging.getLogger(__name__)
 
@@ -303,24 +304,14 @@ class RealServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM the node, wait up to ``timeout`` seconds, then SIGKILL it. Safe to call twice."""
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        if not terminate(self._proc, timeout):
             log.warning("%r ignored SIGTERM for %.1f s; sending SIGKILL", self, timeout)
             self.kill()
 
     def kill(self) -> None:
         """SIGKILL the node (no clean shutdown) and wait for it to exit. Safe to call twice."""
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.kill()
         try:
-            proc.wait(timeout=5.0)
+            kill_and_wait(self._proc)
         except subprocess.TimeoutExpired as exc:
             raise ServerStartError(f"{self!r} survived SIGKILL for 5 s") from exc
 
