@@ -11,7 +11,9 @@ Contract:
   comes or ``late_reply_s`` passes, so a late reply is taken by it, never by a newer request
   of the same key; ``fresh_request`` waits such a request out first. Replies are matched by
   content (a map name, a Merkle path), so without this a read made after a timed-out one
-  could return the older reply, computed before the read began.
+  could return the older reply, computed before the read began. The late reply also goes to
+  ``on_message``, as a push would: the structures act on replies nobody waits for (a lock
+  granted too late is released, a counter's state is merged).
 - When the reader ends (peer closed, error, ``close()``), every pending request fails with
   ``ConnectionLost`` and ``on_closed(conn, exc)`` is called once.
 - Messages that answer no pending request (pushes) go to ``on_message(conn, msg)``; a
@@ -345,7 +347,7 @@ class Connection:
         waiter = self._pending.pop(key, None) if key is not None else None
         if waiter is not None:
             waiter.set(msg)
-            if not isinstance(msg, m.PartitionMap):
+            if not self._late(key, waiter) and not isinstance(msg, m.PartitionMap):
                 return
         if self._on_message is not None:
             try:
@@ -359,10 +361,19 @@ class Connection:
         waiter = self._pending.pop(key, None) if key is not None else None
         if waiter is not None:
             waiter.set_exception(exc)
-            return
+            if not self._late(key, waiter):
+                return
         log.warning("server %s sent ERROR %s: %s", self.url, msg.code, msg.message)
         if self._on_message is not None:
             self._on_message(self, msg)
+
+    def _late(self, key: correlate.Key, waiter: AsyncResult) -> bool:
+        """Whether ``waiter`` was abandoned (then its reply is a push as well: nobody waits for it)."""
+        gave_up = self._abandoned.get(key)
+        if gave_up is None or gave_up[0] is not waiter:
+            return False
+        del self._abandoned[key]
+        return True
 
     def _finish(self) -> None:
         if self._closed.is_set():
