@@ -17,9 +17,9 @@ import pytest
 
 from topgun.engine.reads import MISSING, leaf_paths, point_read
 from topgun.errors import OperationTimeout
-from topgun.protocol.hashing import partition_id
 from topgun.protocol import codec
 from topgun.protocol import messages as m
+from topgun.protocol.hashing import partition_id
 from topgun.transport.connection import Connection
 from topgun.transport.memory import MemoryTransport, memory_pair
 

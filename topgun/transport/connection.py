@@ -367,10 +367,9 @@ class Connection:
         if self._on_message is not None:
             self._on_message(self, msg)
 
-    def _late(self, key: correlate.Key, waiter: AsyncResult) -> bool:
+    def _late(self, key: Optional[correlate.Key], waiter: AsyncResult) -> bool:
         """Whether ``waiter`` was abandoned (then its reply is a push as well: nobody waits for it)."""
-        gave_up = self._abandoned.get(key)
-        if gave_up is None or gave_up[0] is not waiter:
+        if key is None or self._abandoned.get(key, (None, 0.0))[0] is not waiter:
             return False
         del self._abandoned[key]
         return True
