@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import OrderedDict
 from typing import Any, Callable, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
@@ -95,7 +96,8 @@ class Connection:
         self._transport: Optional[Transport] = None
         self._pending: Dict[correlate.Key, AsyncResult] = {}
         self._late_reply_s = late_reply_s
-        self._abandoned: Dict[correlate.Key, Tuple[AsyncResult, float]] = {}  # key -> (result, given up until)
+        # key -> (result, given up until), oldest first
+        self._abandoned: OrderedDict[correlate.Key, Tuple[AsyncResult, float]] = OrderedDict()
         self._auth_required = Event()
         self._closed = Event()
         self._close_reason: Optional[BaseException] = None
@@ -236,14 +238,20 @@ class Connection:
         first. Each call also forgets requests abandoned longer ago than that.
         """
         now = self.clock.monotonic()
-        for k, (r, until) in list(self._abandoned.items()):
-            if r.ready() or self._pending.get(k) is not r:
-                del self._abandoned[k]
-            elif until <= now:
-                del self._abandoned[k]
-                self._pending.pop(k, None)
+        # Oldest first (each entry is moved to the end when set), so the sweep stops at the
+        # first one still due: a walk abandoning 4,096 requests must not look at all the others
+        # each time (that was seconds of CPU with the hub blocked). Answered ones left already.
+        abandoned = self._abandoned
+        while abandoned:
+            k, (r, until) = next(iter(abandoned.items()))
+            if until > now:
+                break
+            del abandoned[k]
+            if self._pending.get(k) is r:
+                del self._pending[k]
         if not result.ready() and self._pending.get(key) is result:
-            self._abandoned[key] = (result, now + self._late_reply_s)
+            abandoned[key] = (result, now + self._late_reply_s)
+            abandoned.move_to_end(key)
 
     def request_async(self, msg: m.Message, key: Optional[correlate.Key] = None) -> AsyncResult:
         key = key or correlate.request_key(msg)
