@@ -11,7 +11,9 @@ Contract:
   comes or ``late_reply_s`` passes, so a late reply is taken by it, never by a newer request
   of the same key; ``fresh_request`` waits such a request out first. Replies are matched by
   content (a map name, a Merkle path), so without this a read made after a timed-out one
-  could return the older reply, computed before the read began.
+  could return the older reply, computed before the read began. The late reply also goes to
+  ``on_message``, as a push would: the structures act on replies nobody waits for (a lock
+  granted too late is released, a counter's state is merged).
 - When the reader ends (peer closed, error, ``close()``), every pending request fails with
   ``ConnectionLost`` and ``on_closed(conn, exc)`` is called once.
 - Messages that answer no pending request (pushes) go to ``on_message(conn, msg)``; a
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import OrderedDict
 from typing import Any, Callable, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
@@ -93,7 +96,8 @@ class Connection:
         self._transport: Optional[Transport] = None
         self._pending: Dict[correlate.Key, AsyncResult] = {}
         self._late_reply_s = late_reply_s
-        self._abandoned: Dict[correlate.Key, Tuple[AsyncResult, float]] = {}  # key -> (result, given up until)
+        # key -> (result, given up until), oldest first
+        self._abandoned: OrderedDict[correlate.Key, Tuple[AsyncResult, float]] = OrderedDict()
         self._auth_required = Event()
         self._closed = Event()
         self._close_reason: Optional[BaseException] = None
@@ -234,14 +238,20 @@ class Connection:
         first. Each call also forgets requests abandoned longer ago than that.
         """
         now = self.clock.monotonic()
-        for k, (r, until) in list(self._abandoned.items()):
-            if r.ready() or self._pending.get(k) is not r:
-                del self._abandoned[k]
-            elif until <= now:
-                del self._abandoned[k]
-                self._pending.pop(k, None)
+        # Oldest first (each entry is moved to the end when set), so the sweep stops at the
+        # first one still due: a walk abandoning 4,096 requests must not look at all the others
+        # each time (that was seconds of CPU with the hub blocked). Answered ones left already.
+        abandoned = self._abandoned
+        while abandoned:
+            k, (r, until) = next(iter(abandoned.items()))
+            if until > now:
+                break
+            del abandoned[k]
+            if self._pending.get(k) is r:
+                del self._pending[k]
         if not result.ready() and self._pending.get(key) is result:
-            self._abandoned[key] = (result, now + self._late_reply_s)
+            abandoned[key] = (result, now + self._late_reply_s)
+            abandoned.move_to_end(key)
 
     def request_async(self, msg: m.Message, key: Optional[correlate.Key] = None) -> AsyncResult:
         key = key or correlate.request_key(msg)
@@ -345,7 +355,7 @@ class Connection:
         waiter = self._pending.pop(key, None) if key is not None else None
         if waiter is not None:
             waiter.set(msg)
-            if not isinstance(msg, m.PartitionMap):
+            if not self._late(key, waiter) and not isinstance(msg, m.PartitionMap):
                 return
         if self._on_message is not None:
             try:
@@ -359,10 +369,18 @@ class Connection:
         waiter = self._pending.pop(key, None) if key is not None else None
         if waiter is not None:
             waiter.set_exception(exc)
-            return
+            if not self._late(key, waiter):
+                return
         log.warning("server %s sent ERROR %s: %s", self.url, msg.code, msg.message)
         if self._on_message is not None:
             self._on_message(self, msg)
+
+    def _late(self, key: Optional[correlate.Key], waiter: AsyncResult) -> bool:
+        """Whether ``waiter`` was abandoned (then its reply is a push as well: nobody waits for it)."""
+        if key is None or self._abandoned.get(key, (None, 0.0))[0] is not waiter:
+            return False
+        del self._abandoned[key]
+        return True
 
     def _finish(self) -> None:
         if self._closed.is_set():
