@@ -61,9 +61,15 @@ def point_record(conn: Connection, map_name: str, key: str, timeout: float) -> A
             if item.key == key:
                 return item.record
         return MISSING
+    except BaseException:
+        # Given up (a timeout, mostly) before knowing which deeper paths exist: each reply may
+        # still come, and must not answer a later read. One that never comes (a missing path)
+        # delays the next read of this key by at most the connection's late_reply_s.
+        answered = len(paths)
+        raise
     finally:
-        # A path that does not exist gets no reply (WIRE.md 8.3): those are forgotten. A reply
-        # still due is left to its request (abandoned), so a later read cannot take it.
+        # Returning MISSING: the deeper paths do not exist and get no reply (WIRE.md 8.3), so
+        # they are forgotten. A reply still due is left to its request (abandoned).
         for i, (k, result) in enumerate(waiting):
             if not result.ready():
                 (conn.abandon if i < answered else conn.forget)(k, result)
@@ -107,6 +113,6 @@ def _fan_out(conn: Connection, map_name: str, paths: List[str], deadline: float)
                                                                                  deadline)))
         return [(p, _get(conn, result, deadline, p)) for p, _, result in waiting]
     finally:
-        for p, k, result in waiting:
-            if not result.ready():   # "" of an unknown map gets no reply; deeper paths came from replies
-                (conn.abandon if p else conn.forget)(k, result)
+        for _, k, result in waiting:
+            if not result.ready():   # given up: a reply may still come ("" of an unknown map gets none)
+                conn.abandon(k, result)
