@@ -21,10 +21,8 @@ load balancing, or any nginx outside 127.0.0.1.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
-import signal
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,13 +34,12 @@ from gevent import subprocess
 
 from topgun.clock import Clock, GeventClock
 from topgun.errors import ConfigurationError
-from topgun.testing.children import kill_and_wait, terminate
+from topgun.testing.children import die_with_parent, kill_and_wait, terminate
 
 __all__ = ["NginxProxy", "NginxStartError", "find_nginx", "nginx_conf", "NGINX_ENV", "NGINX_MISSING"]
 
 NGINX_ENV = "TOPGUN_NGINX_BIN"
 NGINX_MISSING = "nginx not installed; .ci/run installs it"
-_PR_SET_PDEATHSIG = 1
 _LOG_TAIL_LINES = 40
 
 
@@ -111,13 +108,6 @@ http {{
 {servers}
 }}
 """
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
 
 
 class NginxProxy:
@@ -262,7 +252,7 @@ class NginxProxy:
         try:
             with open(self.directory / "stderr.log", "wb") as err:
                 return subprocess.Popen(cmd, cwd=self.directory, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_die_with_parent)
+                                        stdout=subprocess.DEVNULL, stderr=err, preexec_fn=die_with_parent())
         except OSError as exc:
             raise NginxStartError(f"cannot run {self.binary}: {exc}") from exc
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import ctypes
 import hashlib
 import logging
 import os
@@ -38,8 +37,7 @@ import signal
 import sys
 import tarfile
 import tempfile
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -49,7 +47,7 @@ from gevent import subprocess
 
 from topgun.clock import Clock, GeventClock
 from topgun.errors import ConfigurationError
-from topgun.testing.children import kill_and_wait, terminate
+from topgun.testing.children import die_with_parent, kill_and_wait, terminate
 
 log = logging.getLogger(__name__)
 
@@ -83,28 +81,6 @@ _LOG_TAIL_LINES = 60
 
 class ServerStartError(RuntimeError):
     """The server process exited early or never reported its port; the message has its log tail."""
-
-
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get SIGKILL when this process dies; ``None`` where unusable.
-
-    Only on Linux, and only from the main thread: the signal fires when the thread that
-    spawned the child ends, which for any other thread can be long before the process does.
-    """
-    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl   # looked up here: the child only calls it
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-        if os.getppid() != parent:  # the parent died before prctl took effect: go now
-            os._exit(1)
-
-    return preexec
 
 
 # -- installing the binary -----------------------------------------------------------------------

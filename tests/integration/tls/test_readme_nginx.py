@@ -11,7 +11,8 @@ import pytest
 from gevent import socket as gsocket
 from gevent import subprocess
 
-from topgun.testing.nginx import _die_with_parent, _free_port
+from topgun.testing.children import die_with_parent
+from topgun.testing.nginx import _free_port
 from topgun.testing.plugin import TLSFiles, require_nginx
 
 pytestmark = [pytest.mark.nginx, pytest.mark.integration]
@@ -45,7 +46,7 @@ def test_the_readme_nginx_snippet_works(topgun_cluster: Any, topgun_tls_files: T
                                               f"\n    proxy_temp_path {tmp_path / 'tmp'};", 1))
     proc = subprocess.Popen([str(binary), "-p", str(tmp_path), "-c", str(conf), "-e", str(tmp_path / "error.log")],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=die_with_parent())
     try:
         deadline = time.monotonic() + 10.0
         while True:
