@@ -34,6 +34,7 @@ import uuid
 from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple, Union
 
 import gevent
+from gevent.event import Event
 
 from . import threads
 from .binding import Bindings, BoundListener
@@ -95,6 +96,15 @@ class CounterState:
         return f"<CounterState {self.name} value={self.value} actors={len(set(self.p) | set(self.n))}>"
 
 
+class _Flight:
+    """One COUNTER_SYNC under way: the own totals it carries; ``done`` is set when it ends."""
+
+    def __init__(self, own: Tuple[float, float]) -> None:
+        self.own = own
+        self.done = Event()
+        self.ok = False
+
+
 class _Source(Protocol):
     @property
     def runtime(self) -> Any: ...
@@ -120,6 +130,8 @@ class CounterRegistry(RunnerRegistry, BoundListener):
         # Our own totals as the nodes last reported them, per counter (bumped on each rise).
         self._confirmed: Dict[str, Tuple[float, float]] = {}
         self._confirms = VersionedEvent()
+        # The COUNTER_SYNC in flight per (name, connection) (see _attach).
+        self._flights: Dict[Tuple[str, Connection], _Flight] = {}
         self.bindings = Bindings(requests, spawn=spawn, attach=self._attach, detach=lambda name, conn: None,
                                  what="counter")
         self._closed = False
@@ -135,24 +147,56 @@ class CounterRegistry(RunnerRegistry, BoundListener):
         if not (state.p or state.n):
             self._read(name, conn, remaining)
             return
-        sent = state.wire()
         own = self._own(name)
         deadline = self.requests.clock.monotonic() + remaining
-        reply = conn.request(m.CounterSync(name, sent), remaining)
-        if not isinstance(reply, m.CounterUpdate):
-            raise RemoteProtocolError(f"expected COUNTER_UPDATE, got {reply.TYPE}")
-        self._merge(name, reply.state)
-        # That reply may be a COUNTER_UPDATE the node sent before it merged our sync (another
-        # client's change looks the same on the wire); the answer to ours follows it.
-        # Woken by each confirmation, lost connection and close (all bump _confirms).
-        while not self._confirmed_holds(name, own):
-            if self.closed:
-                raise ClientClosed("the client is closed")
-            if not conn.is_open:  # retryable: the runner attaches again on the name's next connection
-                raise ConnectionLost(f"counter {name!r}: {conn.url} was lost before it confirmed our totals")
-            since, left = self._confirms.version, deadline - self.requests.clock.monotonic()
-            if left <= 0 or not self._confirms.wait_for_change(since, left):
+        key = (name, conn)
+        # At most one COUNTER_SYNC of a name in flight per connection. A change made while one
+        # is under way waits for it; the next sync (sent by the first waiter to wake) carries
+        # every total made meanwhile, since each sync holds the cumulative totals.
+        while True:
+            self._check(name, conn, deadline)
+            flight = self._flights.get(key)
+            if flight is None:
+                self._fly(name, conn, deadline)
+                return  # it sent our totals (or more) and the node confirmed them
+            if not flight.done.wait(max(0.0, deadline - self.requests.clock.monotonic())):
                 raise OperationTimeout(f"counter {name!r}: {conn.url} sent no COUNTER_UPDATE with our totals")
+            # A flight that did not carry our change, or failed, leaves it to the next one; a
+            # lost connection or a close is raised by the check above.
+            if flight.ok and self._confirmed_holds(name, own):
+                return
+
+    def _check(self, name: str, conn: Connection, deadline: float) -> None:
+        if self.closed:
+            raise ClientClosed("the client is closed")
+        if not conn.is_open:  # retryable: the runner attaches again on the name's next connection
+            raise ConnectionLost(f"counter {name!r}: {conn.url} was lost before it confirmed our totals")
+        if deadline - self.requests.clock.monotonic() <= 0:
+            raise OperationTimeout(f"counter {name!r}: {conn.url} sent no COUNTER_UPDATE with our totals")
+
+    def _fly(self, name: str, conn: Connection, deadline: float) -> None:
+        """Send the whole known state to ``conn`` and wait until the node confirms the own
+        totals it held (waiting changes wake when this ends, either way)."""
+        key = (name, conn)
+        sent = self.state(name).wire()
+        flight = self._flights[key] = _Flight(self._own(name))
+        try:
+            reply = conn.request(m.CounterSync(name, sent), max(0.0, deadline - self.requests.clock.monotonic()))
+            if not isinstance(reply, m.CounterUpdate):
+                raise RemoteProtocolError(f"expected COUNTER_UPDATE, got {reply.TYPE}")
+            self._merge(name, reply.state)
+            # That reply may be a COUNTER_UPDATE the node sent before it merged our sync (another
+            # client's change looks the same on the wire); the answer to ours follows it.
+            # Woken by each confirmation, lost connection and close (all bump _confirms).
+            while not self._confirmed_holds(name, flight.own):
+                self._check(name, conn, deadline)
+                since, left = self._confirms.version, deadline - self.requests.clock.monotonic()
+                if not self._confirms.wait_for_change(since, left):
+                    raise OperationTimeout(f"counter {name!r}: {conn.url} sent no COUNTER_UPDATE with our totals")
+            flight.ok = True
+        finally:
+            del self._flights[key]
+            flight.done.set()
 
     def _own(self, name: str) -> Any:
         state = self.state(name)
