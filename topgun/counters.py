@@ -11,8 +11,18 @@ How this client uses it:
   gets a new one), and keeps its **own cumulative totals** plus the merged state it has seen of
   every other actor. Every COUNTER_SYNC carries the whole known state, never a delta, so a
   resend or a reconnect never counts twice: merging a total again is a no-op.
-- ``increment(n)`` adds ``n`` to the own total, sends the state and returns the merged value
-  from the server's COUNTER_UPDATE. A negative ``n`` counts as a decrement of ``-n``.
+- ``increment(n)`` adds ``n`` to the own total at once, has the state sent, and returns once
+  the node sent a COUNTER_UPDATE holding own totals that include ``n`` (the reply to the sync
+  may be an earlier push: that does not count), with the merged value known then. A negative
+  ``n`` counts as a decrement of ``-n``. It raises ``OperationTimeout`` at its deadline (the
+  amount stays in the totals and goes out with the next sync), retryable ``ConnectionLost``
+  (failed over by the request runner) when the connection goes, ``ClientClosed`` on close.
+- **At most one COUNTER_SYNC per name and connection is in flight** from this client. Changes
+  made while one is under way wait; when it is answered (or fails), the first of them to wake
+  sends one sync with everything not yet confirmed, and each returns once an update confirms
+  totals that include it. So 50 greenlets (or threads) incrementing one counter at once cost
+  two syncs, not 50, and a sync lost with its connection takes the changes waiting behind it
+  along: each fails over (or raises) as a lone change does, and none counts twice.
 - The counter lives on the node owning its name's partition (``topgun.partition_id(name)``).
   After a lost connection, a failover or a map that moves the name, the client sends its known
   state to the (new) owner again (:mod:`topgun.binding`). **So a counter survives a node restart
@@ -24,7 +34,10 @@ How this client uses it:
   Updates made while a re-attach is under way arrive with the next merge, as one larger step.
 
 Not in here: routing and retries (``topgun.engine``), re-attaching (``topgun.binding``), the
-dev server's side (``topgun.server.counters``).
+dev server's side (``topgun.server.counters``). No batching across names or a delay to gather
+changes: a sync goes out as soon as none of its name is in flight, so a lone change pays one
+round trip, as before. Reads (``get``) ask with COUNTER_REQUEST and do not wait for syncs,
+unless this client has changes the node has not confirmed (those are sent first).
 """
 from __future__ import annotations
 
@@ -350,10 +363,14 @@ class CounterHandle:
     def increment(self, n: Number = 1, *, timeout: Optional[float] = None) -> Number:
         """Add ``n`` (negative: subtract) and return the counter's merged value.
 
+        Returns once the counter's node confirmed totals that include ``n``. Changes made while
+        a sync of this counter is in flight go out together in the next one (one round trip).
+
         Raises:
             ConfigurationError: ``n`` is not a finite number.
             OperationTimeout: the counter's node did not answer within ``timeout``; the amount
                 stays in this client's totals and goes out with the next sync or re-attach.
+            ClientClosed: the client was closed before the node confirmed the change.
         """
         return self._client.runtime.counters.sync(self.name, timeout, self._amount(n))  # type: ignore[no-any-return]
 
