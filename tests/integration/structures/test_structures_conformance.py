@@ -6,6 +6,7 @@ server shares that hub), so nothing here blocks the hub with a thread join or ``
 """
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from typing import List
@@ -239,3 +240,42 @@ def test_changes_waiting_behind_a_sync_lost_with_its_connection_fail_over_and_co
     assert len(lost) == 1 and not lost[0].is_open and all(g.successful() for g in bumps)
     assert reader.counter(name).value == 50      # none lost, none counted twice
     assert counter.get() == 50
+
+
+@pytest.mark.realserver
+def test_fifty_threads_of_a_loop_mode_client_share_syncs_too(topgun_real_server_factory):
+    # Threads, not greenlets: the client runs on its own loop thread, and the server is a process,
+    # so joining the threads blocks nothing that has to run (no embedded server on this hub).
+    url = topgun_real_server_factory().url
+    a, reader = topgun.TopGunClient(url=url, thread_mode="loop"), topgun.TopGunClient(url=url, thread_mode="loop")
+    try:
+        name = _name("views")
+        counter = a.counter(name)
+        assert counter.get() == 0
+        syncs: List[object] = []
+
+        def install() -> None:
+            for conn in a.runtime.provider.open_connections():
+                def spy(msg, _send=conn.send):
+                    if type(msg).__name__ == "CounterSync":
+                        syncs.append(msg)
+                    _send(msg)
+                conn.send = spy
+        a.runtime.home.run(install, timeout=5.0)
+        start = threading.Barrier(50)
+        results: List[object] = []
+
+        def bump() -> None:
+            start.wait(timeout=10.0)
+            results.append(counter.increment())
+        threads = [threading.Thread(target=bump) for _ in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30.0)
+        assert len(results) == 50 and max(results) == 50
+        assert reader.counter(name).value == 50
+        assert len(syncs) < 25, len(syncs)
+    finally:
+        a.close()
+        reader.close()
