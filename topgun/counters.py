@@ -11,8 +11,18 @@ How this client uses it:
   gets a new one), and keeps its **own cumulative totals** plus the merged state it has seen of
   every other actor. Every COUNTER_SYNC carries the whole known state, never a delta, so a
   resend or a reconnect never counts twice: merging a total again is a no-op.
-- ``increment(n)`` adds ``n`` to the own total, sends the state and returns the merged value
-  from the server's COUNTER_UPDATE. A negative ``n`` counts as a decrement of ``-n``.
+- ``increment(n)`` adds ``n`` to the own total at once, has the state sent, and returns once
+  the node sent a COUNTER_UPDATE holding own totals that include ``n`` (the reply to the sync
+  may be an earlier push: that does not count), with the merged value known then. A negative
+  ``n`` counts as a decrement of ``-n``. It raises ``OperationTimeout`` at its deadline (the
+  amount stays in the totals and goes out with the next sync), retryable ``ConnectionLost``
+  (failed over by the request runner) when the connection goes, ``ClientClosed`` on close.
+- **At most one COUNTER_SYNC per name and connection is in flight** from this client. Changes
+  made while one is under way wait; when it is answered (or fails), the first of them to wake
+  sends one sync with everything not yet confirmed, and each returns once an update confirms
+  totals that include it. So 50 greenlets (or threads) incrementing one counter at once cost
+  two syncs, not 50, and a sync lost with its connection takes the changes waiting behind it
+  along: each fails over (or raises) as a lone change does, and none counts twice.
 - The counter lives on the node owning its name's partition (``topgun.partition_id(name)``).
   After a lost connection, a failover or a map that moves the name, the client sends its known
   state to the (new) owner again (:mod:`topgun.binding`). **So a counter survives a node restart
@@ -24,7 +34,10 @@ How this client uses it:
   Updates made while a re-attach is under way arrive with the next merge, as one larger step.
 
 Not in here: routing and retries (``topgun.engine``), re-attaching (``topgun.binding``), the
-dev server's side (``topgun.server.counters``).
+dev server's side (``topgun.server.counters``). No batching across names or a delay to gather
+changes: a sync goes out as soon as none of its name is in flight, so a lone change pays one
+round trip, as before. Reads (``get``) ask with COUNTER_REQUEST and do not wait for syncs,
+unless this client has changes the node has not confirmed (those are sent first).
 """
 from __future__ import annotations
 
@@ -34,6 +47,7 @@ import uuid
 from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple, Union
 
 import gevent
+from gevent.event import Event
 
 from . import threads
 from .binding import Bindings, BoundListener
@@ -95,6 +109,15 @@ class CounterState:
         return f"<CounterState {self.name} value={self.value} actors={len(set(self.p) | set(self.n))}>"
 
 
+class _Flight:
+    """One COUNTER_SYNC under way: the own totals it carries; ``done`` is set when it ends."""
+
+    def __init__(self, own: Tuple[float, float]) -> None:
+        self.own = own
+        self.done = Event()
+        self.ok = False
+
+
 class _Source(Protocol):
     @property
     def runtime(self) -> Any: ...
@@ -120,6 +143,8 @@ class CounterRegistry(RunnerRegistry, BoundListener):
         # Our own totals as the nodes last reported them, per counter (bumped on each rise).
         self._confirmed: Dict[str, Tuple[float, float]] = {}
         self._confirms = VersionedEvent()
+        # The COUNTER_SYNC in flight per (name, connection) (see _attach).
+        self._flights: Dict[Tuple[str, Connection], _Flight] = {}
         self.bindings = Bindings(requests, spawn=spawn, attach=self._attach, detach=lambda name, conn: None,
                                  what="counter")
         self._closed = False
@@ -135,24 +160,56 @@ class CounterRegistry(RunnerRegistry, BoundListener):
         if not (state.p or state.n):
             self._read(name, conn, remaining)
             return
-        sent = state.wire()
         own = self._own(name)
         deadline = self.requests.clock.monotonic() + remaining
-        reply = conn.request(m.CounterSync(name, sent), remaining)
-        if not isinstance(reply, m.CounterUpdate):
-            raise RemoteProtocolError(f"expected COUNTER_UPDATE, got {reply.TYPE}")
-        self._merge(name, reply.state)
-        # That reply may be a COUNTER_UPDATE the node sent before it merged our sync (another
-        # client's change looks the same on the wire); the answer to ours follows it.
-        # Woken by each confirmation, lost connection and close (all bump _confirms).
-        while not self._confirmed_holds(name, own):
-            if self.closed:
-                raise ClientClosed("the client is closed")
-            if not conn.is_open:  # retryable: the runner attaches again on the name's next connection
-                raise ConnectionLost(f"counter {name!r}: {conn.url} was lost before it confirmed our totals")
-            since, left = self._confirms.version, deadline - self.requests.clock.monotonic()
-            if left <= 0 or not self._confirms.wait_for_change(since, left):
+        key = (name, conn)
+        # At most one COUNTER_SYNC of a name in flight per connection. A change made while one
+        # is under way waits for it; the next sync (sent by the first waiter to wake) carries
+        # every total made meanwhile, since each sync holds the cumulative totals.
+        while True:
+            self._check(name, conn, deadline)
+            flight = self._flights.get(key)
+            if flight is None:
+                self._fly(name, conn, deadline)
+                return  # it sent our totals (or more) and the node confirmed them
+            if not flight.done.wait(max(0.0, deadline - self.requests.clock.monotonic())):
                 raise OperationTimeout(f"counter {name!r}: {conn.url} sent no COUNTER_UPDATE with our totals")
+            # A flight that did not carry our change, or failed, leaves it to the next one; a
+            # lost connection or a close is raised by the check above.
+            if flight.ok and self._confirmed_holds(name, own):
+                return
+
+    def _check(self, name: str, conn: Connection, deadline: float) -> None:
+        if self.closed:
+            raise ClientClosed("the client is closed")
+        if not conn.is_open:  # retryable: the runner attaches again on the name's next connection
+            raise ConnectionLost(f"counter {name!r}: {conn.url} was lost before it confirmed our totals")
+        if deadline - self.requests.clock.monotonic() <= 0:
+            raise OperationTimeout(f"counter {name!r}: {conn.url} sent no COUNTER_UPDATE with our totals")
+
+    def _fly(self, name: str, conn: Connection, deadline: float) -> None:
+        """Send the whole known state to ``conn`` and wait until the node confirms the own
+        totals it held (waiting changes wake when this ends, either way)."""
+        key = (name, conn)
+        sent = self.state(name).wire()
+        flight = self._flights[key] = _Flight(self._own(name))
+        try:
+            reply = conn.request(m.CounterSync(name, sent), max(0.0, deadline - self.requests.clock.monotonic()))
+            if not isinstance(reply, m.CounterUpdate):
+                raise RemoteProtocolError(f"expected COUNTER_UPDATE, got {reply.TYPE}")
+            self._merge(name, reply.state)
+            # That reply may be a COUNTER_UPDATE the node sent before it merged our sync (another
+            # client's change looks the same on the wire); the answer to ours follows it.
+            # Woken by each confirmation, lost connection and close (all bump _confirms).
+            while not self._confirmed_holds(name, flight.own):
+                self._check(name, conn, deadline)
+                since, left = self._confirms.version, deadline - self.requests.clock.monotonic()
+                if not self._confirms.wait_for_change(since, left):
+                    raise OperationTimeout(f"counter {name!r}: {conn.url} sent no COUNTER_UPDATE with our totals")
+            flight.ok = True
+        finally:
+            del self._flights[key]
+            flight.done.set()
 
     def _own(self, name: str) -> Any:
         state = self.state(name)
@@ -306,10 +363,14 @@ class CounterHandle:
     def increment(self, n: Number = 1, *, timeout: Optional[float] = None) -> Number:
         """Add ``n`` (negative: subtract) and return the counter's merged value.
 
+        Returns once the counter's node confirmed totals that include ``n``. Changes made while
+        a sync of this counter is in flight go out together in the next one (one round trip).
+
         Raises:
             ConfigurationError: ``n`` is not a finite number.
             OperationTimeout: the counter's node did not answer within ``timeout``; the amount
                 stays in this client's totals and goes out with the next sync or re-attach.
+            ClientClosed: the client was closed before the node confirmed the change.
         """
         return self._client.runtime.counters.sync(self.name, timeout, self._amount(n))  # type: ignore[no-any-return]
 

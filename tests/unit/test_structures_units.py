@@ -243,3 +243,161 @@ def test_a_read_after_a_change_the_node_did_not_confirm_sends_the_change_again()
     conn.first = m.CounterResponse("hits", {"p": {"me": 2.0}, "n": {}})
     assert registry.sync("hits", 1.0) == 2                 # confirmed now: a plain read
     assert type(conn.sent[-1]).__name__ == "CounterRequest"
+
+
+# -- concurrent changes of one counter share a COUNTER_SYNC -------------------------------------
+
+class _HeldConn(_Conn):
+    """Holds each request until the test answers it (``answer`` completes the oldest) or loses the connection."""
+
+    def __init__(self, node_id: str = "n1") -> None:
+        super().__init__(node_id)
+        self.held: List[Any] = []
+
+    def request(self, msg: Any, timeout: float) -> Any:
+        import gevent
+        from gevent.event import AsyncResult
+
+        from topgun.errors import OperationTimeout
+        self.sent.append(msg)
+        result: Any = AsyncResult()
+        self.held.append(result)
+        try:
+            return result.get(timeout=timeout)
+        except gevent.Timeout:
+            raise OperationTimeout("held") from None
+
+    def answer(self, reply: Any) -> None:
+        self.held.pop(0).set(reply)
+
+    def lose(self) -> None:
+        from topgun.errors import ConnectionLost
+        self.is_open = False
+        for result in self.held:  # as the reader does when the socket goes
+            result.set_exception(ConnectionLost(f"{self.url} lost"))
+        self.held.clear()
+
+
+class _FailoverRequests(_Requests):
+    """Tries a retryable failure again on ``then`` (the name's new owner), at most three attempts."""
+
+    def __init__(self, provider: _Provider, then: _Conn) -> None:
+        super().__init__(provider)
+        self.then = then
+
+    def call(self, fn: Any, *, key: Any = None, timeout: Any = None, op: str = "") -> Any:
+        from topgun.errors import TopGunError
+        for attempt in range(3):
+            try:
+                return fn(self.provider.connection_for_key(key), timeout)
+            except TopGunError as exc:
+                if not exc.retryable or attempt == 2:
+                    raise
+                self.provider.route = self.then
+
+
+def _until(check: Any, timeout: float = 5.0) -> None:
+    import time
+
+    import gevent
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached"
+        gevent.sleep(0.001)
+
+
+def _settle() -> None:
+    import gevent
+    for _ in range(20):   # let every greenlet woken so far run to its next wait (no clock involved)
+        gevent.sleep(0)
+
+
+def _syncs(conn: _Conn) -> List[Any]:
+    return [msg for msg in conn.sent if type(msg).__name__ == "CounterSync"]
+
+
+def test_changes_made_while_a_sync_is_in_flight_go_together_in_the_next_and_wait_for_an_update_holding_them() -> None:
+    import gevent
+
+    from topgun.counters import CounterRegistry
+    from topgun.protocol import messages as m
+    conn = _HeldConn()
+    registry = CounterRegistry(_CallingRequests(_Provider(conn)), home=None, spawn=gevent.spawn,  # type: ignore[arg-type]
+                               node_id="c", actor="me")
+    done: List[Any] = []
+    bumps = [gevent.spawn(lambda i=i: done.append((i, registry.sync("hits", 5.0, 1)))) for i in range(50)]
+    _until(lambda: registry.state("hits").value == 50 and len(conn.held) == 1)
+    _settle()
+    assert [s.state["p"] for s in _syncs(conn)] == [{"me": 1}]   # the first change; 49 wait behind it
+    conn.answer(m.CounterUpdate("hits", {"p": {"me": 1.0, "other": 4.0}, "n": {}}))
+    _until(lambda: len(conn.held) == 1 and len(_syncs(conn)) == 2)
+    assert [i for i, _ in done] == [0]
+    assert _syncs(conn)[1].state["p"] == {"me": 50, "other": 4}  # one sync carries all 49
+    # Another client's change, pushed before the node merged our sync: it releases nobody.
+    registry.on_message(conn, m.CounterUpdate("hits", {"p": {"me": 1.0, "other": 6.0}, "n": {}}))  # type: ignore[arg-type]
+    _settle()
+    assert len(done) == 1
+    conn.answer(m.CounterUpdate("hits", {"p": {"me": 50.0, "other": 6.0}, "n": {}}))
+    gevent.joinall(bumps, timeout=5.0, raise_error=True)
+    assert sorted(value for i, value in done if i) == [56] * 49
+    assert len(_syncs(conn)) == 2 and registry.state("hits").value == 56
+
+
+def test_a_change_waiting_behind_an_unanswered_sync_times_out_at_its_own_deadline() -> None:
+    import gevent
+
+    from topgun.counters import CounterRegistry
+    from topgun.errors import OperationTimeout
+    conn = _HeldConn()
+    registry = CounterRegistry(_CallingRequests(_Provider(conn)), home=None, spawn=gevent.spawn,  # type: ignore[arg-type]
+                               node_id="c", actor="me")
+    first = gevent.spawn(registry.sync, "hits", 5.0, 1)
+    _until(lambda: len(conn.held) == 1)
+    with pytest.raises(OperationTimeout, match="our totals"):
+        registry.sync("hits", 0.1, 2)
+    assert registry.state("hits").value == 3      # the amount stays in the totals for the next sync
+    assert len(_syncs(conn)) == 1
+    first.kill()
+
+
+@pytest.mark.parametrize("failover", [True, False], ids=["fails-over", "raises"])
+def test_a_sync_lost_with_its_connection_takes_every_change_waiting_behind_it_along(failover: bool) -> None:
+    import gevent
+
+    from topgun.counters import CounterRegistry
+    from topgun.errors import ConnectionLost
+    from topgun.protocol import messages as m
+    old, new = _HeldConn("n1"), _HeldConn("n2")
+    provider = _Provider(old)
+    requests = _FailoverRequests(provider, then=new) if failover else _CallingRequests(provider)
+    registry = CounterRegistry(requests, home=None, spawn=gevent.spawn,  # type: ignore[arg-type]
+                               node_id="c", actor="me")
+    bumps = [gevent.spawn(registry.sync, "hits", 5.0, 1) for _ in range(10)]
+    _until(lambda: registry.state("hits").value == 10 and len(old.held) == 1)
+    old.lose()
+    provider.route = new
+    registry.on_disconnected(old, None)  # type: ignore[arg-type]
+    if not failover:
+        gevent.joinall(bumps, timeout=5.0)
+        errors = [g.exception for g in bumps]
+        assert all(isinstance(e, ConnectionLost) and e.retryable for e in errors), errors
+    else:
+        _until(lambda: len(new.held) == 1)
+        _settle()
+        assert [s.state["p"] for s in _syncs(new)] == [{"me": 10}]  # the ten changes, once each
+        new.answer(m.CounterUpdate("hits", {"p": {"me": 10.0}, "n": {}}))
+        gevent.joinall(bumps, timeout=5.0, raise_error=True)
+        assert [g.value for g in bumps] == [10] * 10
+    assert [s.state["p"] for s in _syncs(old)] == [{"me": 1}]
+    # Nothing lost, nothing counted twice: the totals are 10, and the next change sends 11.
+    assert registry.state("hits").value == 10
+    _settle()
+    while new.held:  # the re-attach the lost connection started, if it still waits on n2
+        new.answer(m.CounterUpdate("hits", {"p": {"me": 10.0}, "n": {}}))
+        _settle()
+    last = gevent.spawn(registry.sync, "hits", 5.0, 1)
+    _until(lambda: len(new.held) == 1)
+    assert _syncs(new)[-1].state["p"] == {"me": 11}
+    new.answer(m.CounterUpdate("hits", {"p": {"me": 11.0}, "n": {}}))
+    assert last.get(timeout=5.0) == 11
+    registry.close()

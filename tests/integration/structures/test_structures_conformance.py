@@ -6,6 +6,7 @@ server shares that hub), so nothing here blocks the hub with a thread join or ``
 """
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from typing import List
@@ -198,3 +199,83 @@ def test_counter_updates_reach_subscribers_and_a_resend_never_counts_twice(conne
     wait_until(lambda: seen[-1] == 3, 5.0, "subscriber saw 3")
     assert b.counter(name).value == 3
     sub.close()
+
+
+def test_fifty_greenlets_incrementing_one_counter_share_a_few_syncs_and_count_exactly(connect):
+    a, reader = connect(), connect()
+    name = _name("views")
+    counter = a.counter(name)
+    assert counter.get() == 0                    # connected and attached (COUNTER_REQUEST)
+    syncs: List[object] = []
+    for conn in a.runtime.provider.open_connections():  # a spy on what the client sends
+        def spy(msg, _send=conn.send):
+            if type(msg).__name__ == "CounterSync":
+                syncs.append(msg)
+            _send(msg)
+        conn.send = spy
+    bumps = [gevent.spawn(counter.increment) for _ in range(50)]
+    gevent.joinall(bumps, timeout=30.0, raise_error=True)
+    assert all(g.successful() for g in bumps)
+    assert max(g.value for g in bumps) == 50
+    assert reader.counter(name).value == 50      # every change counted once, on the node
+    # One sync carried the first change, the next the 49 made while it was in flight.
+    assert len(syncs) <= 5, len(syncs)
+
+
+def test_changes_waiting_behind_a_sync_lost_with_its_connection_fail_over_and_count_once(connect):
+    a, reader = connect(), connect()
+    name = _name("views")
+    counter = a.counter(name)
+    assert counter.get() == 0
+    lost: List[object] = []
+    for conn in a.runtime.provider.open_connections():
+        def cut(msg, _send=conn.send, _conn=conn):
+            _send(msg)
+            if type(msg).__name__ == "CounterSync" and not lost:
+                lost.append(_conn)
+                gevent.spawn(_conn.close)  # after the other greenlets made their changes, before the reply
+        conn.send = cut
+    bumps = [gevent.spawn(counter.increment) for _ in range(50)]
+    gevent.joinall(bumps, timeout=30.0, raise_error=True)
+    assert len(lost) == 1 and not lost[0].is_open and all(g.successful() for g in bumps)
+    assert reader.counter(name).value == 50      # none lost, none counted twice
+    assert counter.get() == 50
+
+
+@pytest.mark.realserver
+def test_fifty_threads_of_a_loop_mode_client_share_syncs_too(topgun_real_server_factory):
+    # Threads, not greenlets: the client runs on its own loop thread, and the server is a process,
+    # so joining the threads blocks nothing that has to run (no embedded server on this hub).
+    url = topgun_real_server_factory().url
+    a, reader = topgun.TopGunClient(url=url, thread_mode="loop"), topgun.TopGunClient(url=url, thread_mode="loop")
+    try:
+        name = _name("views")
+        counter = a.counter(name)
+        assert counter.get() == 0
+        syncs: List[object] = []
+
+        def install() -> None:
+            for conn in a.runtime.provider.open_connections():
+                def spy(msg, _send=conn.send):
+                    if type(msg).__name__ == "CounterSync":
+                        syncs.append(msg)
+                    _send(msg)
+                conn.send = spy
+        a.runtime.home.run(install, timeout=5.0)
+        start = threading.Barrier(50)
+        results: List[object] = []
+
+        def bump() -> None:
+            start.wait(timeout=10.0)
+            results.append(counter.increment())
+        threads = [threading.Thread(target=bump) for _ in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30.0)
+        assert len(results) == 50 and max(results) == 50
+        assert reader.counter(name).value == 50
+        assert len(syncs) < 25, len(syncs)
+    finally:
+        a.close()
+        reader.close()
