@@ -41,7 +41,6 @@ from typing import Any, Callable, Dict, List, Optional, Set
 
 import gevent
 from gevent.event import Event
-from tenacity import Retrying
 
 from ..clock import Clock
 from ..config import ClusterConfig, ReconnectPolicy, RetryPolicy
@@ -61,7 +60,7 @@ from ..errors import (
 )
 from ..metrics import Metrics
 from ..protocol import messages as m
-from ..retry import AuthRefusals, VersionedEvent, backoff_delays, retrying, warn_now
+from ..retry import AuthRefusals, Retry, VersionedEvent, backoff_delays, retrying, warn_now
 from ..transport.connection import Connection
 from .endpoints import EndpointResolver
 from .map_choice import MapChoice
@@ -522,7 +521,7 @@ class ClusterProvider:
     def wait_for_change(self, since: int, timeout: float) -> bool:
         return self._routing.wait_for_change(since, timeout)
 
-    def retrying(self, deadline: float) -> Retrying:
+    def retrying(self, deadline: float) -> Retry:
         """The failover policy for one request: waits for newer partition maps."""
         metrics = self.metrics
 

@@ -29,7 +29,6 @@ from typing import Callable, Iterator, List, Optional, Protocol
 import gevent
 from gevent.event import Event
 from gevent.pool import Group
-from tenacity import Retrying
 
 from ..clock import Clock
 from ..config import ReconnectPolicy, RetryPolicy
@@ -45,7 +44,7 @@ from ..errors import (
 )
 from ..metrics import Metrics
 from ..protocol import messages as m
-from ..retry import AuthRefusals, VersionedEvent, backoff_delays, retrying, warn_now
+from ..retry import AuthRefusals, Retry, VersionedEvent, backoff_delays, retrying, warn_now
 from ..transport.connection import Connection
 
 log = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ class ConnectionProvider(Protocol):
     def request_refresh(self) -> None:
         """Routing looked stale (e.g. NOT_OWNER): fetch a fresh view soon. May do nothing."""
 
-    def retrying(self, deadline: float) -> Retrying:
+    def retrying(self, deadline: float) -> Retry:
         """The failover policy for one request that must end by ``deadline`` (``clock.monotonic()``)."""
 
     def note_resent(self, count: int) -> None:
@@ -295,7 +294,7 @@ class SingleServerProvider:
     def request_refresh(self) -> None:
         pass  # one server: nothing to refresh
 
-    def retrying(self, deadline: float) -> Retrying:
+    def retrying(self, deadline: float) -> Retry:
         """Retry retryable errors until ``deadline``, waking early when the connection comes or goes."""
         metrics = self.metrics
         count = None if metrics is None else (
