@@ -1,5 +1,8 @@
 """Full-text search: write a few documents, search them (values included), watch a live search.
 
+Run it against one node (the real server or `python -m topgun.server --nodes 1 --port 8080`):
+search is node-local, and these `url=` clients ask only the node they connect to.
+
     python examples/12_full_text_search.py --url ws://127.0.0.1:8080/ws
 """
 import argparse
