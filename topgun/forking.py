@@ -54,7 +54,10 @@ __all__ = ["SocketTracker", "track", "bury", "reap", "close_fds", "forks_seen"]
 # not run inside a fork hook and may never run again for a loop thread's hub.
 _close_fd: Any = monkey.get_original("os", "close")
 
-_Hooks = Tuple["weakref.WeakMethod[Callable[[Any], None]]", "weakref.WeakMethod[Callable[[], None]]"]
+# owner -> the functions of its two hooks (unbound: held weakly through the owner alone; a
+# WeakMethod per hook would run its own weakref callback, which fails noisily ("Exception ignored
+# in WeakMethod._cb") when an owner is collected during interpreter shutdown).
+_Hooks = Tuple[Callable[[Any, Any], None], Callable[[Any], None]]
 _hooks: "weakref.WeakKeyDictionary[Any, _Hooks]" = weakref.WeakKeyDictionary()
 _BURIED: List[Any] = []
 _installed = False
@@ -106,7 +109,9 @@ def track(owner: Any, *, on_fork: Callable[[Any], None], at_exit: Callable[[], N
             os.register_at_fork(after_in_child=_after_fork_in_child)
             atexit.register(_close_at_exit)
             _installed = True
-    _hooks[owner] = (weakref.WeakMethod(on_fork), weakref.WeakMethod(at_exit))  # type: ignore[arg-type]
+    if getattr(on_fork, "__self__", None) is not owner or getattr(at_exit, "__self__", None) is not owner:
+        raise TypeError("track(): on_fork and at_exit must be bound methods of owner")
+    _hooks[owner] = (on_fork.__func__, at_exit.__func__)  # type: ignore[attr-defined]
 
 
 def bury(*things: Any) -> None:
@@ -143,11 +148,8 @@ def _after_fork_in_child() -> None:
     forks_seen += 1
     forking_hub = get_hub_if_exists()
     for owner, (on_fork, _) in list(_hooks.items()):
-        hook = on_fork()
-        if hook is None:
-            continue
         try:
-            hook(forking_hub)
+            on_fork(owner, forking_hub)
         except Exception:  # never let one client break the fork of the whole process
             log.exception("resetting %r after fork failed", owner)
     if forking_hub is not None and not monkey.is_module_patched("os"):
@@ -156,10 +158,7 @@ def _after_fork_in_child() -> None:
 
 def _close_at_exit() -> None:
     for owner, (_, at_exit) in list(_hooks.items()):
-        hook = at_exit()
-        if hook is None:
-            continue
         try:
-            hook()
+            at_exit(owner)
         except Exception:
             log.debug("closing %r at exit failed", owner, exc_info=True)
