@@ -103,7 +103,7 @@ MUTATIONS = [
         "a hung lowest node that the other nodes dropped is still followed (its partitions stall ~20 s)"),
     Mutation(
         "counter-change-takes-an-earlier-push", "topgun/counters.py",
-        "while not self._confirmed_holds(name, own):",
+        "while not self._confirmed_holds(name, flight.own):",
         "while False:",
         ("tests/unit/test_structures_units.py",),
         "an increment returns on another client's COUNTER_UPDATE, before the node merged ours"),
@@ -126,6 +126,18 @@ MUTATIONS = [
         "conn.forget(k, result)",
         ("tests/unit/test_point_read_fresh.py",),
         "a timed-out read forgets its requests, so their late replies answer the next read of the key"),
+    Mutation(
+        "counter-waiter-trusts-any-flight", "topgun/counters.py",
+        "if flight.ok and self._confirmed_holds(name, own):",
+        "if flight.ok:",
+        ("tests/unit/test_structures_units.py",),
+        "a change waiting behind a sync returns when that sync (which did not carry it) is confirmed"),
+    Mutation(
+        "retry-first-attempt-view-reread", "topgun/retry.py",
+        "if state.attempt_number > 1:",
+        "if True:",
+        ("tests/unit/test_retry.py",),
+        "the first back-off waits on the view read after the first attempt, missing a map that landed during it"),
 ]
 
 
