@@ -165,3 +165,23 @@ def test_server_help_and_command_list() -> None:
     for command in ("put", "get", "rm", "watch", "cluster", "server"):
         assert f"    {command}" in listing.stdout
     assert "--nodes" in topgun("server", "--help").stdout
+
+
+def test_topgun_server_takes_the_options_of_python_m_topgun_server() -> None:
+    # The README walk of session 4: its help said "the same as python -m topgun.server", but it
+    # had no --certfile/--keyfile and spelt --timeout --join-timeout.
+    import argparse
+
+    from topgun.cli import server
+    parser = argparse.ArgumentParser()
+    server.register(parser.add_subparsers())
+    args = parser.parse_args(["server", "--nodes", "2", "--certfile", "c.pem", "--keyfile", "k.pem",
+                              "--timeout", "7"])
+    argv = server.server_argv(args)
+    assert argv[argv.index("--certfile") + 1] == "c.pem" and argv[argv.index("--keyfile") + 1] == "k.pem"
+    assert argv[argv.index("--timeout") + 1] == "7.0"
+    old = parser.parse_args(["server", "--join-timeout", "9"])
+    assert server.server_argv(old)[server.server_argv(old).index("--timeout") + 1] == "9.0"
+    from topgun.server.__main__ import _parser
+    parsed = _parser().parse_args(argv)           # what it hands on, python -m topgun.server accepts
+    assert (parsed.certfile, parsed.keyfile, parsed.timeout, parsed.nodes) == ("c.pem", "k.pem", 7.0, 2)

@@ -1,6 +1,6 @@
 """``topgun server [--nodes N] [--port P] ...``: run the embedded dev cluster in this process.
 
-The same as ``python -m topgun.server``: each node prints ``READY <node-id> <ws-url>`` once it
+The same as ``python -m topgun.server``, with the same options: each node prints ``READY <node-id> <ws-url>`` once it
 serves; Ctrl-C or SIGTERM stops every node. ``topgun server --nodes 3 --port 8080`` gives a
 3-node cluster on ports 8080-8082. For development and tests only.
 """
@@ -25,6 +25,10 @@ def server_argv(args: argparse.Namespace) -> List[str]:
         argv += ["--jwt-secret", args.jwt_secret]
     if args.strict:
         argv.append("--strict")
+    if args.certfile:
+        argv += ["--certfile", args.certfile]
+    if args.keyfile:
+        argv += ["--keyfile", args.keyfile]
     return argv + ["-v"] * int(getattr(args, "verbose", 0) or 0)
 
 
@@ -50,5 +54,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seeds", help="comma-separated ws URLs of a cluster to join")
     p.add_argument("--jwt-secret", help="require HS256 JWTs signed with this secret")
     p.add_argument("--strict", action="store_true", help="answer NOT_OWNER for foreign partitions")
-    p.add_argument("--join-timeout", type=float, default=30.0, help="seconds to wait for joining (default 30)")
+    p.add_argument("--certfile", help="serve wss:// with this PEM certificate chain (for tests of TLS clients)")
+    p.add_argument("--keyfile", help="the certificate's private key (default: inside --certfile)")
+    p.add_argument("--timeout", "--join-timeout", dest="join_timeout", type=float, default=30.0,
+                   help="seconds to wait for joining (default 30)")
     p.set_defaults(func=run)
