@@ -221,3 +221,56 @@ def test_a_dropped_request_delays_point_reads_of_its_partition_by_late_reply_s_a
     server.held.clear()                             # the server dropped that request: no reply will come
     server.holding = False
     assert point_read(conn, "m", other, 5.0) is MISSING   # another key; only "PPP/" is shared with "k"
+
+
+def _count_writes(conn: Connection) -> List[int]:
+    """Messages per write on ``conn``'s transport, from now on."""
+    transport, writes = conn._transport, []
+    send, send_many = transport.send, transport.send_many
+
+    def one(data: bytes) -> None:
+        writes.append(1)
+        send(data)
+
+    def many(frames: List[bytes]) -> None:
+        writes.append(len(frames))
+        send_many(frames)
+    transport.send, transport.send_many = one, many  # type: ignore[union-attr]
+    return writes
+
+
+def test_a_point_read_sends_its_four_requests_in_one_write(served: Any) -> None:
+    # One send (and one wake-up of the node) per get(), not four.
+    conn, server = served
+    server.store["k"] = "v"
+    writes = _count_writes(conn)
+    assert point_read(conn, "m", "k", 5.0) == "v"
+    assert writes == [4]
+
+
+def test_requests_sent_together_wait_out_every_earlier_one_and_send_nothing_on_timeout(served: Any) -> None:
+    conn, server = served
+    server.store["k"], server.holding = "old", True
+    deep = m.MerkleReqBucket("m", leaf_paths("k")[2])
+    first = conn.request_async(deep)              # one of the four, unanswered
+    gevent.idle()
+    writes = _count_writes(conn)
+    with pytest.raises(OperationTimeout, match="earlier"):
+        conn.fresh_requests_async([m.MerkleReqBucket("m", p) for p in leaf_paths("k")], conn.clock.monotonic() + 0.1)
+    assert writes == [] and conn.pending_count == 1   # nothing sent, nothing left registered
+    server.release()
+    assert first.get(timeout=5.0).buckets          # the earlier one still gets its own reply
+    assert point_read(conn, "m", "k", 5.0) == "old"
+    assert writes == [4]
+
+
+def test_requests_whose_write_fails_are_not_left_registered(served: Any) -> None:
+    from topgun.errors import ConnectionLost
+    conn, _ = served
+
+    def broken(frames: List[bytes]) -> None:
+        raise ConnectionLost("the write failed")
+    conn._transport.send_many = broken  # type: ignore[union-attr]
+    with pytest.raises(ConnectionLost):
+        conn.fresh_requests_async([m.MerkleReqBucket("m", p) for p in leaf_paths("k")], conn.clock.monotonic() + 1.0)
+    assert conn.pending_count == 0

@@ -71,8 +71,8 @@ def walk(conn: Connection, map_name: str, timeout: float) -> Dict[str, List[ORRe
         waiting: List[Tuple[str, Any]] = []
         paths, frontier = frontier, []
         try:
-            for p in paths:
-                waiting.append((p, conn.fresh_request_async(m.OrmapMerkleReqBucket(map_name, p), deadline)))
+            results = conn.fresh_requests_async([m.OrmapMerkleReqBucket(map_name, p) for p in paths], deadline)
+            waiting.extend(zip(paths, results))
             for path, result in waiting:
                 try:
                     reply = result.get(timeout=max(0.0, deadline - conn.clock.monotonic()))

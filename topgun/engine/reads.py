@@ -42,9 +42,9 @@ def point_record(conn: Connection, map_name: str, key: str, timeout: float) -> A
     waiting: List[Tuple[Any, Any]] = []
     answered = 1   # requests known to get a reply: "PPP/" always; a deeper path once its parent lists it
     try:
-        for p in paths:
-            request = m.MerkleReqBucket(map_name, p)
-            waiting.append((("merkle", map_name, p), conn.fresh_request_async(request, deadline)))
+        # All four in one write: one send, one wake-up of the node.
+        results = conn.fresh_requests_async([m.MerkleReqBucket(map_name, p) for p in paths], deadline)
+        waiting.extend((("merkle", map_name, p), result) for p, result in zip(paths, results))
         for level in range(3):
             reply = _get(conn, waiting[level][1], deadline, paths[level])
             if not isinstance(reply, m.SyncRespBuckets):
@@ -108,9 +108,8 @@ def walk_all(conn: Connection, map_name: str, timeout: float) -> Dict[str, Any]:
 def _fan_out(conn: Connection, map_name: str, paths: List[str], deadline: float) -> List[Tuple[str, m.Message]]:
     waiting: List[Tuple[str, Any, Any]] = []
     try:
-        for p in paths:
-            waiting.append((p, ("merkle", map_name, p), conn.fresh_request_async(m.MerkleReqBucket(map_name, p),
-                                                                                 deadline)))
+        results = conn.fresh_requests_async([m.MerkleReqBucket(map_name, p) for p in paths], deadline)
+        waiting.extend((p, ("merkle", map_name, p), result) for p, result in zip(paths, results))
         return [(p, _get(conn, result, deadline, p)) for p, _, result in waiting]
     finally:
         for _, k, result in waiting:
