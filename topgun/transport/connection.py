@@ -205,21 +205,13 @@ class Connection:
         self.send_raw(codec.encode(msg))
 
     def send_raw(self, data: bytes) -> None:
-        transport = self._open_transport()
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("#%d -> %d bytes to %s", self.cid, len(data), self.url)
-        try:
-            transport.send(data)
-        except TopGunError:
-            raise
-        except Exception as exc:  # socket errors surface as ConnectionLost
-            raise ConnectionLost(f"send to {self.url} failed: {exc}") from exc
+        self.send_raw_many([data])
 
     def send_raw_many(self, frames: List[bytes]) -> None:
-        """Several encoded messages in one write (see ``Transport.send_many``)."""
+        """Encoded messages in one write (see ``Transport.send_many``); socket errors become ConnectionLost."""
         transport = self._open_transport()
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("#%d -> %d messages, %d bytes to %s", self.cid, len(frames), sum(map(len, frames)), self.url)
+            log.debug("#%d -> %d bytes to %s", self.cid, sum(map(len, frames)), self.url)
         try:
             transport.send_many(frames)
         except TopGunError:
