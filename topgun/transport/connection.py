@@ -316,7 +316,18 @@ class Connection:
         for msg, key in zip(msgs, keys):
             if key is None:
                 raise ValueError(f"{msg.TYPE} gets no reply; use send()")
-            self._wait_out(msg, key, deadline)
+        # Waiting out one key lets other greenlets run, which may send a request of a key
+        # already waited out: wait again until none is pending. ``expect`` would hand out that
+        # request's result, and the reply to ours would then answer a later request (stale).
+        # Bounded by ``deadline``: a pass waits; one that still finds a request due then raises.
+        passes = 0
+        while busy := [(msg, key) for msg, key in zip(msgs, keys) if key in self._pending]:
+            if passes and self.clock.monotonic() >= deadline:
+                raise OperationTimeout(f"an earlier {busy[0][0].TYPE} of the same key to {self.url} "
+                                       "is still unanswered")
+            passes += 1
+            for msg, key in busy:
+                self._wait_out(msg, key, deadline)
         results = [self.expect(key) for key in keys]  # type: ignore[arg-type]
         try:
             self.send_raw_many([codec.encode(msg) for msg in msgs])
