@@ -1,12 +1,14 @@
-"""Requests sent together (``Connection.fresh_requests_async``) never share a result with
-another read's request of the same path.
+"""Fresh requests (``Connection.fresh_request_async``, ``fresh_requests_async``) never share a
+result with another read's request of the same path.
 
 A point read waits out earlier requests of its four paths one after the other. While it waits
 on a deeper path, another read of the same partition may send its own ``"PPP/"`` request.
 Registering ours then shared that read's pending result (``expect`` hands out the one already
 there), and our own ``"PPP/"`` request went out as well: its reply, computed by the server
 before any later write, came with nobody waiting for it, and answered the next read of the
-partition, begun after a write was acknowledged (a stale read). A scripted server on a memory
+partition, begun after a write was acknowledged (a stale read). Two requests waiting out the
+same one did the same (older than today's batching: the second woken took the first's result).
+A scripted server on a memory
 pair holds every reply (computed as the request arrives) until the test answers it.
 """
 from __future__ import annotations
@@ -128,3 +130,34 @@ def test_a_read_begun_after_a_write_does_not_take_a_reply_computed_before_it(ser
         gevent.sleep(0.001)
     assert second.get() == "va"
     assert fourth.get() == "vb"                     # not MISSING, from a "PPP/" reply older than the write
+
+
+def test_two_requests_waiting_out_the_same_one_each_get_a_reply_computed_after_they_began(served: Any) -> None:
+    # Both wake when the earlier reply comes; the first sends its own request, and the second
+    # took that one's pending result while sending its own as well, whose reply (computed before
+    # the write below) then answered the next request, begun after that write.
+    conn, server = served
+    leaf = m.MerkleReqBucket("m", leaf_paths(A)[3])
+    server.store[A] = "v1"
+    first = conn.request_async(leaf)
+    gevent.idle()
+    second = gevent.spawn(conn.fresh_request, leaf, 5.0)
+    third = gevent.spawn(conn.fresh_request, leaf, 5.0)
+    gevent.idle()                                   # both wait out the first
+    server.answer(leaf.path)
+    gevent.idle()
+    server.answer(leaf.path)                        # the oldest held: the second's
+    gevent.idle()
+    assert first.get(timeout=5.0).records[0].record.value == "v1"
+    assert second.get(timeout=5.0).records[0].record.value == "v1"
+    server.store[A] = "v2"                          # a write, acknowledged
+    fourth = gevent.spawn(conn.fresh_request, leaf, 5.0)   # begun after it
+    gevent.idle()
+    deadline = time.monotonic() + 5.0
+    while not (third.ready() and fourth.ready()):   # then every reply, oldest first
+        assert time.monotonic() < deadline, "the requests did not finish"
+        if server.held:
+            server.answer(server.held[0][0])
+        gevent.sleep(0.001)
+    assert third.get().records[0].record.value == "v1"
+    assert fourth.get().records[0].record.value == "v2"
