@@ -8,8 +8,8 @@ there), and our own ``"PPP/"`` request went out as well: its reply, computed by 
 before any later write, came with nobody waiting for it, and answered the next read of the
 partition, begun after a write was acknowledged (a stale read). Two requests waiting out the
 same one did the same (older than today's batching: the second woken took the first's result).
-A scripted server on a memory
-pair holds every reply (computed as the request arrives) until the test answers it.
+A scripted server on a memory pair holds every reply (computed as the request arrives) until
+the test answers it.
 """
 from __future__ import annotations
 
