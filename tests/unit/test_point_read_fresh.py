@@ -274,3 +274,24 @@ def test_requests_whose_write_fails_are_not_left_registered(served: Any) -> None
     with pytest.raises(ConnectionLost):
         conn.fresh_requests_async([m.MerkleReqBucket("m", p) for p in leaf_paths("k")], conn.clock.monotonic() + 1.0)
     assert conn.pending_count == 0
+
+
+def test_a_request_that_fails_to_send_leaves_the_one_it_shared_with_registered(served: Any) -> None:
+    # A plain request_async of a key already pending shares that result; a send that fails
+    # must not unregister it (that request would then wait out its timeout for a reply it got).
+    from topgun.errors import ConnectionLost
+    conn, server = served
+    server.store["k"], server.holding = "v", True
+    leaf = m.MerkleReqBucket("m", leaf_paths("k")[3])
+    first = conn.request_async(leaf)
+    gevent.idle()
+    send_many = conn._transport.send_many
+
+    def broken(frames: List[bytes]) -> None:
+        raise ConnectionLost("the write failed")
+    conn._transport.send_many = broken  # type: ignore[union-attr]
+    with pytest.raises(ConnectionLost):
+        conn.request_async(leaf)
+    conn._transport.send_many = send_many  # type: ignore[union-attr]
+    server.release()
+    assert first.get(timeout=5.0).records[0].record.value == "v"

@@ -270,11 +270,13 @@ class Connection:
         key = key or correlate.request_key(msg)
         if key is None:
             raise ValueError(f"{msg.TYPE} gets no reply; use send()")
+        shared = key in self._pending     # another request's result, which it still waits for
         result = self.expect(key)
         try:
             self.send(msg)
         except BaseException:
-            self.forget(key, result)
+            if not shared:
+                self.forget(key, result)
             raise
         return result
 
