@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from . import threads
 from .delivery import Delivery, SubscriptionSet, attach_everywhere, send_unsubscribe
@@ -293,6 +293,7 @@ class ORMapSubscription(Delivery[ORChange]):
         self._init_delivery(on_change)
         self._records: Dict[str, Dict[str, Any]] = {}   # key -> tag -> value
         self._attached: Dict[int, Tuple[Connection, str]] = {}  # connection id -> (conn, queryId)
+        self._rereads: Dict[str, List[Set[Optional[str]]]] = {}  # key -> tags removed during each re-read
         self.closed = False
         self.resyncs = 0
 
@@ -368,17 +369,35 @@ class ORMapSubscription(Delivery[ORChange]):
             return
         if ev.or_tag in tags:
             self._emit(ORChange(ev.key, tags.pop(ev.or_tag), "REMOVE", ev.or_tag))
+        for removed in self._rereads.get(ev.key, ()):
+            removed.add(ev.or_tag)
         # 2.2.0 drops more than the tag on a remove (WIRE.md 5.1): ask the server what is left.
         self._registry.runtime.group.spawn(self._refresh, ev.key)
 
     def _refresh(self, key: str) -> None:
+        # The reply may be older than events handled while it was on its way (the reader goes
+        # on dispatching them before this greenlet resumes): it decides only about the tags
+        # known before the read was sent (gone from it: removed), and it adds none that an
+        # event removed meanwhile; tags added meanwhile stay.
+        known = set(self._records.get(key, {}))
+        removed: Set[Optional[str]] = set()
+        self._rereads.setdefault(key, []).append(removed)
         try:
             recs = self._handle.records(key, timeout=self._registry.request_timeout)
         except TopGunError as exc:
             log.info("OR-map subscription %s could not re-read %r: %s", self.sub_id[:8], key, exc)
             return
-        if not self.closed:
-            self._diff(key, {r.tag: r.value for r in recs})
+        finally:
+            waiting = self._rereads[key]
+            waiting.remove(removed)
+            if not waiting:
+                del self._rereads[key]
+        if self.closed:
+            return
+        server = {r.tag: r.value for r in recs}
+        now = {tag: value for tag, value in self._records.get(key, {}).items() if tag in server or tag not in known}
+        now.update((tag, value) for tag, value in server.items() if tag not in now and tag not in removed)
+        self._diff(key, now)
 
     def _emit(self, change: ORChange) -> None:
         self._hand_over(change)

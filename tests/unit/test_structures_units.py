@@ -401,3 +401,45 @@ def test_a_sync_lost_with_its_connection_takes_every_change_waiting_behind_it_al
     new.answer(m.CounterUpdate("hits", {"p": {"me": 11.0}, "n": {}}))
     assert last.get(timeout=5.0) == 11
     registry.close()
+
+
+# -- OR-map subscription re-reads ------------------------------------------------------------
+
+def test_an_or_map_re_read_older_than_the_events_handled_meanwhile_does_not_undo_them() -> None:
+    # 2.2.0 drops every value of a key on a remove; the remover re-adds the survivors and a
+    # subscriber re-reads the key. The re-read's reply (computed before the re-adds) can reach
+    # the subscription after the re-adds' events were handled: replacing the view with it lost
+    # the re-added values for good (the [real] conformance test failed so, in CI).
+    from types import SimpleNamespace
+
+    import gevent
+
+    from topgun.engine.ormap_reads import ORRecord
+    from topgun.ormaps import ORMapSubscription
+    from topgun.protocol import messages as m
+    from topgun.protocol.hlc import Timestamp
+    from topgun.protocol.wire import ORMapRecord
+
+    ts = Timestamp(1, 0, "s")
+
+    def add(tag: str, value: str) -> Any:
+        return m.ServerEvent("tags", "OR_ADD", "post:1", or_record=ORMapRecord(value, ts, tag))
+
+    class Handle:
+        name = "tags"
+
+        def records(self, key: str, *, timeout: float) -> List[ORRecord]:
+            gevent.idle()
+            sub._event(add("old2", "old"))        # the re-adds' events, handled before the reply
+            sub._event(add("crdt2", "crdt"))
+            return []                              # the key as it was right after the remove
+
+    rereads: List[Any] = []
+    registry = SimpleNamespace(runtime=SimpleNamespace(group=SimpleNamespace(
+        spawn=lambda *a: rereads.append(gevent.spawn(*a)))), request_timeout=1.0, home=None)
+    sub = ORMapSubscription(registry, Handle(), None)  # type: ignore[arg-type]
+    sub._records = {"post:1": {"old1": "old", "py1": "python", "crdt1": "crdt"}}
+    sub._event(m.ServerEvent("tags", "OR_REMOVE", "post:1", or_tag="py1"))
+    assert gevent.joinall(rereads, timeout=2.0, raise_error=True) == rereads
+    assert sorted(sub.results["post:1"]) == ["crdt", "old"]
+    assert set(sub._records["post:1"]) == {"old2", "crdt2"}   # the dropped tags are gone, the new ones stay
