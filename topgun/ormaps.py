@@ -281,6 +281,16 @@ def _registry(sub: "ORMapSubscription") -> ORMapRegistry:
     return sub._registry
 
 
+class _Reread:
+    """One re-read under way: its key (None: every key) and the (key, tag) removed meanwhile."""
+
+    __slots__ = ("scope", "removed")
+
+    def __init__(self, scope: Optional[str]) -> None:
+        self.scope = scope
+        self.removed: Set[Tuple[str, Optional[str]]] = set()
+
+
 class ORMapSubscription(Delivery[ORChange]):
     """Adds and removes of one OR-map. Iterate it, or pass ``on_change``; always ``close()`` it."""
 
@@ -293,7 +303,7 @@ class ORMapSubscription(Delivery[ORChange]):
         self._init_delivery(on_change)
         self._records: Dict[str, Dict[str, Any]] = {}   # key -> tag -> value
         self._attached: Dict[int, Tuple[Connection, str]] = {}  # connection id -> (conn, queryId)
-        self._rereads: Dict[str, List[Set[Optional[str]]]] = {}  # key -> tags removed during each re-read
+        self._rereads: List[_Reread] = []   # re-reads under way (see _reread)
         self.closed = False
         self.resyncs = 0
 
@@ -336,13 +346,36 @@ class ORMapSubscription(Delivery[ORChange]):
         if self.closed:
             return
         try:
-            fresh = self._snapshot(self._registry.request_timeout)
+            done = self._reread(None, lambda: self._snapshot(self._registry.request_timeout))
         except TopGunError as exc:
             log.info("OR-map subscription %s could not resync: %s", self.sub_id[:8], exc)
             return
-        self.resyncs += 1
-        for key in set(self._records) | set(fresh):
-            self._diff(key, fresh.get(key, {}))
+        if done:
+            self.resyncs += 1
+
+    def _reread(self, scope: Optional[str], read: Callable[[], Dict[str, Dict[str, Any]]]) -> bool:
+        """Fold what ``read()`` returns (key -> tag -> value; every key, or only ``scope``) into the view.
+
+        The reply may be older than events handled while it was on its way (the reader goes on
+        dispatching them before this greenlet resumes): it decides only about the tags known
+        before the read was sent (gone from it: removed), and it adds none that an event
+        removed meanwhile; tags added meanwhile stay. False if the subscription closed meanwhile.
+        """
+        known = {k: set(tags) for k, tags in self._records.items() if scope is None or k == scope}
+        watch = _Reread(scope)
+        self._rereads.append(watch)
+        try:
+            server = read()
+        finally:
+            self._rereads.remove(watch)
+        if self.closed:
+            return False
+        for key in (set(self._records) | set(server)) if scope is None else {scope}:
+            before, theirs = known.get(key, set()), server.get(key, {})
+            now = {t: v for t, v in self._records.get(key, {}).items() if t in theirs or t not in before}
+            now.update((t, v) for t, v in theirs.items() if t not in now and (key, t) not in watch.removed)
+            self._diff(key, now)
+        return True
 
     def _diff(self, key: str, now: Dict[str, Any]) -> None:
         old = self._records.get(key, {})
@@ -369,35 +402,18 @@ class ORMapSubscription(Delivery[ORChange]):
             return
         if ev.or_tag in tags:
             self._emit(ORChange(ev.key, tags.pop(ev.or_tag), "REMOVE", ev.or_tag))
-        for removed in self._rereads.get(ev.key, ()):
-            removed.add(ev.or_tag)
+        for watch in self._rereads:
+            if watch.scope is None or watch.scope == ev.key:
+                watch.removed.add((ev.key, ev.or_tag))
         # 2.2.0 drops more than the tag on a remove (WIRE.md 5.1): ask the server what is left.
         self._registry.runtime.group.spawn(self._refresh, ev.key)
 
     def _refresh(self, key: str) -> None:
-        # The reply may be older than events handled while it was on its way (the reader goes
-        # on dispatching them before this greenlet resumes): it decides only about the tags
-        # known before the read was sent (gone from it: removed), and it adds none that an
-        # event removed meanwhile; tags added meanwhile stay.
-        known = set(self._records.get(key, {}))
-        removed: Set[Optional[str]] = set()
-        self._rereads.setdefault(key, []).append(removed)
         try:
-            recs = self._handle.records(key, timeout=self._registry.request_timeout)
+            self._reread(key, lambda: {key: {r.tag: r.value for r in
+                                             self._handle.records(key, timeout=self._registry.request_timeout)}})
         except TopGunError as exc:
             log.info("OR-map subscription %s could not re-read %r: %s", self.sub_id[:8], key, exc)
-            return
-        finally:
-            waiting = self._rereads[key]
-            waiting.remove(removed)
-            if not waiting:
-                del self._rereads[key]
-        if self.closed:
-            return
-        server = {r.tag: r.value for r in recs}
-        now = {tag: value for tag, value in self._records.get(key, {}).items() if tag in server or tag not in known}
-        now.update((tag, value) for tag, value in server.items() if tag not in now and tag not in removed)
-        self._diff(key, now)
 
     def _emit(self, change: ORChange) -> None:
         self._hand_over(change)

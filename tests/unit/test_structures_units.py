@@ -443,3 +443,36 @@ def test_an_or_map_re_read_older_than_the_events_handled_meanwhile_does_not_undo
     assert gevent.joinall(rereads, timeout=2.0, raise_error=True) == rereads
     assert sorted(sub.results["post:1"]) == ["crdt", "old"]
     assert set(sub._records["post:1"]) == {"old2", "crdt2"}   # the dropped tags are gone, the new ones stay
+
+
+def test_an_or_map_resync_older_than_the_events_handled_meanwhile_does_not_undo_them() -> None:
+    # The same after a reconnect: the whole-map snapshot may be older than events handled
+    # while it was on its way; an add made meanwhile stays, a value removed meanwhile stays gone.
+    from types import SimpleNamespace
+
+    import gevent
+
+    from topgun.ormaps import ORMapSubscription
+    from topgun.protocol import messages as m
+    from topgun.protocol.hlc import Timestamp
+    from topgun.protocol.wire import ORMapRecord
+
+    ts = Timestamp(1, 0, "s")
+
+    class Handle:
+        name = "tags"
+
+    registry = SimpleNamespace(runtime=SimpleNamespace(group=SimpleNamespace(spawn=lambda *a: None)),
+                               request_timeout=1.0, home=None)
+    sub = ORMapSubscription(registry, Handle(), None)  # type: ignore[arg-type]
+    sub._records = {"a": {"a1": "x", "a2": "y"}}
+
+    def snapshot(timeout: float) -> Any:
+        gevent.idle()
+        sub._event(m.ServerEvent("tags", "OR_ADD", "b", or_record=ORMapRecord("new", ts, "b1")))
+        sub._event(m.ServerEvent("tags", "OR_REMOVE", "a", or_tag="a2"))
+        return {"a": {"a1": "x", "a2": "y"}, "c": {"c1": "z"}}    # computed before both events
+    sub._snapshot = snapshot  # type: ignore[method-assign]
+    sub._resync()
+    assert sub.results == {"a": ["x"], "b": ["new"], "c": ["z"]}
+    assert sub.resyncs == 1
