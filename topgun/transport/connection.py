@@ -291,9 +291,7 @@ class Connection:
             OperationTimeout: that earlier request is still unanswered at ``deadline``
                 (``clock.monotonic()``).
         """
-        key = correlate.request_key(msg)
-        self._wait_out(msg, key, deadline)
-        return self.request_async(msg, key)
+        return self.fresh_requests_async([msg], deadline)[0]
 
     def fresh_requests_async(self, msgs: Sequence[m.Message], deadline: float) -> List[AsyncResult]:
         """:meth:`fresh_request_async` for several requests of distinct keys, sent in one write.
@@ -311,9 +309,10 @@ class Connection:
             if key is None:
                 raise ValueError(f"{msg.TYPE} gets no reply; use send()")
         # Waiting out one key lets other greenlets run, which may send a request of a key
-        # already waited out: wait again until none is pending. ``expect`` would hand out that
-        # request's result, and the reply to ours would then answer a later request (stale).
-        # Bounded by ``deadline``: a pass waits; one that still finds a request due then raises.
+        # already waited out (or two waiters woken by one reply may both go): check again until
+        # none is pending. ``expect`` would hand out that request's result, and the reply to ours
+        # would then answer a later request (a stale read). Bounded by ``deadline``: a pass
+        # waits; one that starts after it and still finds a request due raises.
         passes = 0
         while busy := [(msg, key) for msg, key in zip(msgs, keys) if key in self._pending]:
             if passes and self.clock.monotonic() >= deadline:
@@ -331,24 +330,18 @@ class Connection:
             raise
         return results
 
-    def _wait_out(self, msg: m.Message, key: Optional[correlate.Key], deadline: float) -> None:
-        """Wait until no request of ``key`` is pending (one given up on: at most until ``late_reply_s``)."""
-        # Again after each wake-up: another waiter woken by the same reply may have sent its
-        # request first, and ``expect`` would hand out its result while the reply to ours came
-        # later, with nobody waiting, and answered a newer request (a stale read). Bounded by
-        # ``deadline``: once it passed, a request still unanswered raises (or is forgotten).
-        waited = False
-        while (earlier := self._pending.get(key) if key is not None else None) is not None:
-            if waited and self.clock.monotonic() >= deadline:
+    def _wait_out(self, msg: m.Message, key: correlate.Key, deadline: float) -> None:
+        """Wait once for the request of ``key`` still pending (one given up on: at most until ``late_reply_s``)."""
+        earlier = self._pending.get(key)
+        if earlier is None:             # answered while another key was waited for
+            return
+        gave_up = self._abandoned.get(key)
+        until = gave_up[1] if gave_up is not None and gave_up[0] is earlier else None
+        earlier.wait(max(0.0, min(deadline, until if until is not None else deadline) - self.clock.monotonic()))
+        if not earlier.ready():
+            if until is None or self.clock.monotonic() < until:
                 raise OperationTimeout(f"an earlier {msg.TYPE} of the same key to {self.url} is still unanswered")
-            waited = True
-            gave_up = self._abandoned.get(key)   # type: ignore[arg-type]
-            until = gave_up[1] if gave_up is not None and gave_up[0] is earlier else None
-            earlier.wait(max(0.0, min(deadline, until if until is not None else deadline) - self.clock.monotonic()))
-            if not earlier.ready():
-                if until is None or self.clock.monotonic() < until:
-                    raise OperationTimeout(f"an earlier {msg.TYPE} of the same key to {self.url} is still unanswered")
-                self.forget(key, earlier)        # type: ignore[arg-type]  # its reply is no longer expected
+            self.forget(key, earlier)   # its reply is no longer expected
 
     def fresh_request(self, msg: m.Message, timeout: float) -> m.Message:
         """``request``, after any request of the same key in flight (see :meth:`fresh_request_async`)."""
